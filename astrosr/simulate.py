@@ -1,0 +1,347 @@
+"""The observation model, and synthetic skies to feed it.
+
+Forward model of one exposure (`render` is its noise-free part):
+
+1. the truth, flux per fine pixel on a grid ``scale`` times finer than the
+   detector, is displaced by the frame's dither: the integer part (in fine
+   pixels) exactly, by indexing; the fractional part by sampling the PSF at
+   the sub-pixel offset, so nothing is interpolated and no flux moves to the
+   wrong place;
+2. convolved with the PSF (sampled on the fine grid, see `astrosr.psf`);
+3. integrated over each detector pixel (block sum of ``scale x scale``);
+4. sky added; Poisson noise drawn; read noise added; digitised to whole ADU
+   with ``gain`` (adding ``gain**2 / 12`` of variance); cosmic rays and bad
+   pixels optionally added.
+
+Sign convention (DESIGN.md): a source at ``(x, y)`` in the reference frame
+appears at ``(x + dx, y + dy)`` in a frame dithered by ``(dx, dy)``, in
+detector pixels. Light from beyond the edges of the truth enters the field
+from a mirror image of the truth (``edge="reflect"``), so frames have no
+artificial edges; ``edge="zero"`` makes the sky end at the edges instead.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData, VarianceUncertainty
+from astropy.table import QTable
+from scipy import fft
+
+from .nddata import add_history, rescale_wcs, shift_wcs, wcs_from
+from .psf import GaussianPSF, as_psf
+
+__all__ = ["ObservedStack", "observe", "render", "make_sky", "default_shifts"]
+
+
+@dataclass
+class ObservedStack:
+    """A simulated stack of dithered exposures and the truth behind it.
+
+    Attributes
+    ----------
+    frames : list of `~astropy.nddata.CCDData`
+        Exposures in electrons, with `~astropy.nddata.VarianceUncertainty`
+        (the model's variance), a mask of bad pixels, and a WCS when the
+        truth has one.
+    shifts : `~astropy.table.QTable`
+        True dithers: columns ``frame``, ``dx``, ``dy`` (detector pixels).
+    truth : `~astropy.nddata.CCDData`
+        The sky on the fine grid, in expected electrons per fine pixel.
+    psf : `~astrosr.psf.PSF`
+        The PSF used.
+    scale : int
+        Fine pixels per detector pixel.
+    cosmic_rays : list of numpy.ndarray
+        Boolean maps of the pixels hit by cosmic rays in each frame.
+    """
+
+    frames: list
+    shifts: QTable
+    truth: CCDData
+    psf: object
+    scale: int
+    cosmic_rays: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def default_shifts(n_frames, *, seed=None, max_shift=1.5):
+    """Random dithers: frame 0 at (0, 0), the others uniform in ``±max_shift`` pixels."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(-max_shift, max_shift, size=(n_frames, 2))
+    s[0] = 0.0
+    return s
+
+
+def render(truth, shifts, *, scale, psf, edge="reflect"):
+    """Noise-free expected frames (electrons per detector pixel, no sky).
+
+    Parameters
+    ----------
+    truth : array_like
+        Flux per fine pixel, shape divisible by ``scale``.
+    shifts : array_like, shape (n, 2)
+        ``(dx, dy)`` of each frame in detector pixels.
+    scale : int
+        Fine pixels per detector pixel.
+    psf : `~astrosr.psf.PSF` or array
+        The PSF (an array is sampled on the fine grid).
+    edge : {"reflect", "zero"}
+        What lies beyond the edges of the truth.
+
+    Returns
+    -------
+    numpy.ndarray
+        Cube ``(n, ny // scale, nx // scale)``.
+    """
+    truth = np.asarray(truth, dtype=float)
+    scale = int(scale)
+    psf = as_psf(psf, oversampling=scale)
+    shifts = np.atleast_2d(np.asarray(shifts, dtype=float))
+    ny, nx = truth.shape
+    if ny % scale or nx % scale:
+        raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
+    fine = shifts * scale
+    whole = np.floor(fine + 0.5).astype(int)
+    frac = fine - whole
+    kernels = [psf.kernel(scale, offset=tuple(f)) for f in frac]
+    khalf = max(max(k.shape) for k in kernels) // 2
+    pad = int(np.abs(whole).max()) + khalf + 1
+    mode = {"reflect": "symmetric", "zero": "constant"}[edge]
+    padded = np.pad(truth, pad, mode=mode)
+    shape = fft.next_fast_len(padded.shape[0] + 2 * khalf), fft.next_fast_len(padded.shape[1] + 2 * khalf)
+    ft = fft.rfft2(padded, shape, workers=-1)
+    out = np.empty((len(shifts), ny // scale, nx // scale))
+    for i, (k, (wx, wy)) in enumerate(zip(kernels, whole)):
+        conv = fft.irfft2(ft * fft.rfft2(_centred(k, shape), shape, workers=-1), shape, workers=-1)
+        # Frame pixel (py, px) sees truth at fine index (scale*py - wy + ..., ...).
+        sub = conv[pad - wy: pad - wy + ny, pad - wx: pad - wx + nx]
+        out[i] = sub.reshape(ny // scale, scale, nx // scale, scale).sum(axis=(1, 3))
+    return out
+
+
+def _centred(kernel, shape):
+    """Place a kernel in an array of ``shape`` with its centre at index (0, 0), wrapped."""
+    arr = np.zeros(shape)
+    ky, kx = kernel.shape
+    arr[:ky, :kx] = kernel
+    return np.roll(arr, (-(ky // 2), -(kx // 2)), axis=(0, 1))
+
+
+def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, read_noise=5.0,
+            gain=1.0, cosmic_ray_rate=0.0, bad_pixel_fraction=0.0, edge="reflect", seed=None):
+    """Simulate a dithered stack of exposures of a fine-grid sky.
+
+    Parameters
+    ----------
+    truth : array_like or `~astropy.nddata.NDData`
+        Expected electrons per fine pixel (one exposure), shape divisible by
+        ``scale``. With a WCS, each frame gets the WCS of its dither on the
+        detector grid.
+    n_frames : int
+        Number of exposures (ignored when ``shifts`` is given).
+    scale : int
+        Fine pixels per detector pixel.
+    psf : `~astrosr.psf.PSF` or array, optional
+        The PSF; an array is sampled on the fine grid. Default: Gaussian with
+        sigma 1 detector pixel.
+    shifts : array_like (n, 2) or `~astropy.table.Table` with ``dx``, ``dy``, optional
+        Dithers in detector pixels. Default: `default_shifts`.
+    sky : float
+        Sky level, electrons per detector pixel.
+    read_noise : float
+        Read noise, electrons RMS.
+    gain : float
+        Electrons per ADU: frames are digitised to whole ADU, then given in
+        electrons.
+    cosmic_ray_rate : float
+        Fraction of pixels of each frame hit by a cosmic ray (recorded in
+        ``ObservedStack.cosmic_rays``, not masked).
+    bad_pixel_fraction : float
+        Fraction of detector pixels that are dead or hot (the same detector
+        pixels in every frame), masked.
+    edge : {"reflect", "zero"}
+        What lies beyond the edges of the truth (see the module notes).
+    seed : int or `numpy.random.Generator`, optional
+        Seed: the same seed gives the same frames.
+
+    Returns
+    -------
+    ObservedStack
+    """
+    rng = np.random.default_rng(seed)
+    truth_ccd = _truth_ccd(truth)
+    psf = GaussianPSF(1.0) if psf is None else as_psf(psf, oversampling=scale)
+    shifts = _shift_array(shifts, n_frames, rng)
+    for name, value in (("sky", sky), ("read_noise", read_noise), ("cosmic_ray_rate", cosmic_ray_rate),
+                        ("bad_pixel_fraction", bad_pixel_fraction)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    if not gain > 0:
+        raise ValueError(f"gain must be > 0, got {gain}")
+    if np.any(truth_ccd.data < 0):
+        raise ValueError("truth must be non-negative (expected electrons per fine pixel)")
+
+    expected = render(truth_ccd.data, shifts, scale=scale, psf=psf, edge=edge) + sky
+    bad = rng.random(expected.shape[1:]) < bad_pixel_fraction
+    ref_wcs = rescale_wcs(wcs_from(truth_ccd), 1.0 / scale)
+    frames, crs = [], []
+    for i, (mean, (dx, dy)) in enumerate(zip(expected, shifts)):
+        counts = rng.poisson(mean) + rng.normal(0.0, read_noise, mean.shape)
+        data = np.round(counts / gain) * gain
+        variance = mean + read_noise ** 2 + gain ** 2 / 12.0
+        cr = _cosmic_rays(rng, mean.shape, cosmic_ray_rate)
+        data = data + cr
+        data[bad] = np.where(rng.random(bad.sum()) < 0.5, 0.0, 60000.0)
+        frames.append(CCDData(data, unit=u.electron, uncertainty=VarianceUncertainty(variance),
+                              mask=bad.copy(), wcs=shift_wcs(ref_wcs, dx, dy),
+                              meta=_frame_header(i, dx, dy, scale, psf, sky, read_noise, gain)))
+        crs.append(cr > 0)
+    table = QTable({"frame": np.arange(len(shifts)), "dx": shifts[:, 0] * u.pix,
+                    "dy": shifts[:, 1] * u.pix})
+    return ObservedStack(frames=frames, shifts=table, truth=truth_ccd, psf=psf, scale=int(scale),
+                         cosmic_rays=crs)
+
+
+def _truth_ccd(truth):
+    if isinstance(truth, CCDData):
+        return truth
+    if isinstance(truth, NDData):
+        return CCDData(np.asarray(truth.data, dtype=float), unit=truth.unit or u.electron,
+                       wcs=truth.wcs, meta=truth.meta)
+    data = np.asarray(truth, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"truth must be a 2-D image, got shape {data.shape}")
+    return CCDData(data, unit=u.electron)
+
+
+def _shift_array(shifts, n_frames, rng):
+    if shifts is None:
+        if int(n_frames) < 1:
+            raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+        return default_shifts(int(n_frames), seed=rng)
+    if hasattr(shifts, "colnames"):
+        shifts = np.column_stack([u.Quantity(shifts["dx"], u.pix).value,
+                                  u.Quantity(shifts["dy"], u.pix).value])
+    shifts = np.atleast_2d(np.asarray(shifts, dtype=float))
+    if shifts.ndim != 2 or shifts.shape[1] != 2 or not np.all(np.isfinite(shifts)):
+        raise ValueError(f"shifts must be finite (dx, dy) pairs, shape (n, 2); got {shifts.shape}")
+    return shifts
+
+
+def _cosmic_rays(rng, shape, rate):
+    """Cosmic-ray hits: single pixels or short tracks, 300-5000 electrons per pixel."""
+    cr = np.zeros(shape)
+    n = rng.binomial(cr.size, rate) if rate > 0 else 0
+    if n == 0:
+        return cr
+    ys = rng.integers(0, shape[0], n)
+    xs = rng.integers(0, shape[1], n)
+    cr[ys, xs] = rng.uniform(300.0, 5000.0, n)
+    # A third of them leave a two-pixel track in a random direction.
+    long = rng.random(n) < 1 / 3
+    step = rng.integers(-1, 2, (n, 2))
+    ty = np.clip(ys + step[:, 0], 0, shape[0] - 1)[long]
+    tx = np.clip(xs + step[:, 1], 0, shape[1] - 1)[long]
+    cr[ty, tx] += rng.uniform(300.0, 3000.0, long.sum())
+    return cr
+
+
+def _frame_header(i, dx, dy, scale, psf, sky, read_noise, gain):
+    hdr = fits.Header()
+    hdr["FRAME"] = (i, "index in the simulated stack")
+    hdr["DITHX"] = (float(dx), "[pix] true dither along x")
+    hdr["DITHY"] = (float(dy), "[pix] true dither along y")
+    hdr["SKYLEVEL"] = (float(sky), "[electron] sky per pixel")
+    hdr["RDNOISE"] = (float(read_noise), "[electron] read noise")
+    hdr["GAIN"] = (float(gain), "[electron/adu]")
+    hdr["SIMSCALE"] = (int(scale), "truth pixels per detector pixel")
+    add_history(hdr, f"astrosr.simulate.observe: psf={psf!r}")
+    return hdr
+
+
+# --------------------------------------------------------------------------- skies
+
+
+def make_sky(shape, *, n_stars=100, n_galaxies=10, nebula=True, star_flux=(200.0, 2e5),
+             star_slope=2.0, galaxy_flux=(2e3, 5e4), nebula_flux=3.0, seed=None):
+    """A synthetic sky: stars, Sersic galaxies and smooth extended emission.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` of the fine grid.
+    n_stars : int
+        Stars, each in one fine pixel, fluxes from a power-law luminosity
+        function ``dN/dF ∝ F**-star_slope`` between ``star_flux`` bounds.
+    n_galaxies : int
+        Sersic galaxies (`astropy.modeling.functional_models.Sersic2D`) with
+        random index 0.5-4, effective radius, ellipticity and angle; total
+        fluxes log-uniform in ``galaxy_flux``.
+    nebula : bool
+        Add extended emission: a log-normal random field with a power-law
+        spectrum (filaments and knots), ``nebula_flux`` per fine pixel on
+        average.
+    seed : int or `numpy.random.Generator`, optional
+
+    Returns
+    -------
+    numpy.ndarray
+        Non-negative flux per fine pixel (electrons).
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    sky = np.zeros(shape)
+    if nebula:
+        sky += nebula_flux * _nebula(shape, rng)
+    for _ in range(n_galaxies):
+        sky += _galaxy(shape, rng, galaxy_flux)
+    ys = rng.integers(0, ny, n_stars)
+    xs = rng.integers(0, nx, n_stars)
+    np.add.at(sky, (ys, xs), _power_law(rng, n_stars, *star_flux, star_slope))
+    return sky
+
+
+def _power_law(rng, n, fmin, fmax, slope):
+    """Draw from dN/dF ∝ F**-slope on [fmin, fmax] by inverting the CDF."""
+    q = rng.random(n)
+    a = 1.0 - slope
+    if abs(a) < 1e-12:
+        return fmin * (fmax / fmin) ** q
+    return (fmin ** a + q * (fmax ** a - fmin ** a)) ** (1.0 / a)
+
+
+def _galaxy(shape, rng, flux_range):
+    from astropy.modeling.functional_models import Sersic2D
+
+    ny, nx = shape
+    r_eff = rng.uniform(3.0, 0.06 * min(shape))
+    n = rng.uniform(0.5, 4.0)
+    model = Sersic2D(amplitude=1.0, r_eff=r_eff, n=n, x_0=rng.uniform(0, nx), y_0=rng.uniform(0, ny),
+                     ellip=rng.uniform(0.0, 0.7), theta=rng.uniform(0, np.pi))
+    half = int(min(8 * r_eff, max(shape)))
+    x0, y0 = int(model.x_0.value), int(model.y_0.value)
+    ys, xs = slice(max(0, y0 - half), min(ny, y0 + half)), slice(max(0, x0 - half), min(nx, x0 + half))
+    yy, xx = np.mgrid[ys, xs]
+    img = np.zeros(shape)
+    img[ys, xs] = model(xx, yy)
+    total = img.sum()
+    return img * (np.exp(rng.uniform(*np.log(flux_range))) / total) if total > 0 else img
+
+
+def _nebula(shape, rng, slope=3.2):
+    """Log-normal field with a power-law spectrum, mean 1: filamentary emission."""
+    ky = fft.fftfreq(shape[0])[:, None]
+    kx = fft.rfftfreq(shape[1])[None, :]
+    k = np.hypot(kx, ky)
+    k[0, 0] = 1.0
+    amp = k ** (-slope / 2.0)
+    amp[0, 0] = 0.0
+    noise = rng.normal(size=amp.shape) + 1j * rng.normal(size=amp.shape)
+    field = fft.irfft2(noise * amp, shape)
+    field = (field - field.mean()) / field.std()
+    emission = np.exp(1.2 * field)
+    return emission / emission.mean()
