@@ -84,7 +84,7 @@ class GaussianPSF(PSF):
 
     def __init__(self, sigma):
         self.sigma = _positive(sigma, "sigma")
-        self._radius = 5.0 * self.sigma
+        self._radius = 6.0 * self.sigma
         self._model = fm.Gaussian2D(1.0, 0.0, 0.0, self.sigma, self.sigma)
 
     @property

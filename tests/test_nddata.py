@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.wcs import WCS
+
+from astrosr import nddata
+
+
+def _sip_wcs():
+    hdr = fits.Header()
+    hdr.update({"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CRVAL1": 150.0,
+                "CRVAL2": 2.0, "CRPIX1": 100.3, "CRPIX2": 80.7, "CD1_1": -1e-4, "CD1_2": 2e-6,
+                "CD2_1": 1e-6, "CD2_2": 1e-4, "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 3e-5,
+                "A_1_1": -2e-5, "A_0_2": 1e-5, "B_2_0": -1e-5, "B_1_1": 2e-5, "B_0_2": 4e-5,
+                "NAXIS1": 200, "NAXIS2": 160})
+    return WCS(hdr)
+
+
+def _check_sky_positions_kept(old, new, factor, shape):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, shape[1] - 0.5, 200)
+    y = rng.uniform(-0.5, shape[0] - 0.5, 200)
+    before = old.pixel_to_world(x, y)
+    after = new.pixel_to_world(factor * (x + 0.5) - 0.5, factor * (y + 0.5) - 0.5)
+    # A thousandth of an input pixel.
+    pix = np.sqrt(abs(np.linalg.det(old.pixel_scale_matrix))) * 3600
+    assert before.separation(after).arcsec.max() < 1e-3 * pix
+
+
+@pytest.mark.parametrize("factor", [4, 2, 0.25])
+def test_rescaled_sip_wcs_keeps_every_sky_position(factor):
+    w = _sip_wcs()
+    _check_sky_positions_kept(w, nddata.rescale_wcs(w, factor), factor, (160, 200))
+
+
+def test_rescaled_real_plate_keeps_sky_positions(shared_data):
+    for name in ("gc_2mass_k.fits", "spitzer_example_image.fits"):
+        w = WCS(fits.getheader(shared_data / name))
+        _check_sky_positions_kept(w, nddata.rescale_wcs(w, 4), 4, (500, 500))
+
+
+def test_rescale_follows_the_design_formulae():
+    w = _sip_wcs()
+    new = nddata.rescale_wcs(w, 4)
+    np.testing.assert_allclose(new.wcs.crpix, 4 * (w.wcs.crpix - 0.5) + 0.5)
+    np.testing.assert_allclose(new.wcs.cd, w.wcs.cd / 4)
+    assert new.sip.a[2, 0] == pytest.approx(w.sip.a[2, 0] / 4)
+    assert new.pixel_shape == (800, 640)
+
+
+def test_pc_cdelt_wcs_divides_pc_not_cdelt():
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cdelt = [-1e-4, 1e-4]
+    w.wcs.crpix = [10, 10]
+    new = nddata.rescale_wcs(w, 3)
+    np.testing.assert_allclose(new.wcs.cdelt, w.wcs.cdelt)
+    np.testing.assert_allclose(new.wcs.get_pc(), np.eye(2) / 3)
+
+
+def test_shift_wcs_follows_the_sign_convention():
+    w = _sip_wcs()
+    shifted = nddata.shift_wcs(w, 1.25, -0.5)
+    sky = w.pixel_to_world(40.0, 30.0)
+    x, y = shifted.world_to_pixel(sky)
+    assert x == pytest.approx(41.25, abs=1e-6) and y == pytest.approx(29.5, abs=1e-6)
+
+
+def test_as_frames_accepts_cubes_nddata_and_fits(tmp_path):
+    cube = np.random.default_rng(0).normal(size=(3, 8, 9))
+    frames = nddata.as_frames(cube)
+    assert len(frames) == 3 and frames[0].shape == (8, 9)
+    nd = NDData(cube[0], unit="adu", uncertainty=StdDevUncertainty(np.full((8, 9), 2.0)))
+    ccd = nddata.as_frames([nd])[0]
+    np.testing.assert_allclose(nddata.variance_of(ccd), 4.0)
+    path = tmp_path / "frame.fits"
+    CCDData(cube[1], unit="electron").write(path)
+    read = nddata.as_frames([path, path])
+    assert read[0].unit == u.electron
+    np.testing.assert_allclose(read[1].data, cube[1])
+
+
+def test_frame_arrays_drop_masked_and_nan_pixels():
+    data = np.arange(12.0).reshape(3, 4)
+    data[0, 0] = np.nan
+    mask = np.zeros((3, 4), bool)
+    mask[1, 1] = True
+    d, var, good = nddata.frame_arrays(CCDData(data, unit="adu", mask=mask))
+    assert var is None
+    assert not good[0, 0] and not good[1, 1] and good.sum() == 10
+    assert d[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("frames, err, match", [
+    ([np.zeros((4, 4)), np.zeros((5, 4))], ValueError, "same shape"),
+    ([], ValueError, "empty"),
+    (np.zeros((4, 4)), ValueError, "3-D"),
+    ([np.zeros((2, 2, 2))], ValueError, r"frames\[0\] must be 2-D"),
+    ([CCDData(np.zeros((4, 4)), unit="adu"), CCDData(np.zeros((4, 4)), unit="electron")],
+     u.UnitsError, "same unit"),
+    (["/no/such/file.fits"], FileNotFoundError, "no such FITS file"),
+])
+def test_as_frames_rejects_bad_stacks(frames, err, match):
+    with pytest.raises(err, match=match):
+        nddata.as_frames(frames)
+
+
+def test_add_history_to_header_and_dict():
+    hdr = nddata.add_history(fits.Header(), "step one")
+    assert "step one" in str(hdr["HISTORY"])
+    meta = nddata.add_history({}, "a")
+    nddata.add_history(meta, "b")
+    assert meta["HISTORY"] == ["a", "b"]

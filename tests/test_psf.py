@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from astrosr import psf
+
+from .conftest import centroid
+
+
+@pytest.mark.parametrize("model", [psf.GaussianPSF(1.0), psf.MoffatPSF(2.5, beta=3.0),
+                                   psf.AiryPSF(1.5)])
+@pytest.mark.parametrize("scale", [1, 4])
+def test_kernels_are_odd_centred_and_normalised(model, scale):
+    k = model.kernel(scale)
+    assert k.shape[0] % 2 == 1 and k.shape[1] % 2 == 1
+    assert k.sum() == pytest.approx(1.0, abs=1e-12)
+    cx, cy = centroid(k)
+    assert cx == pytest.approx(k.shape[1] // 2, abs=1e-9)
+    assert cy == pytest.approx(k.shape[0] // 2, abs=1e-9)
+
+
+def test_gaussian_kernel_width_matches_sigma():
+    k = psf.GaussianPSF(1.5).kernel(4)
+    yy, xx = np.indices(k.shape) - k.shape[0] // 2
+    # Variance in fine pixels: (4 sigma)^2 plus the fine pixel's own 1/12.
+    assert (k * xx ** 2).sum() == pytest.approx((4 * 1.5) ** 2 + 1 / 12, rel=1e-3)
+
+
+def test_offset_moves_the_centroid_exactly():
+    k = psf.GaussianPSF(1.0).kernel(4, offset=(0.37, -1.21))
+    cx, cy = centroid(k)
+    assert cx - k.shape[1] // 2 == pytest.approx(0.37, abs=1e-6)
+    assert cy - k.shape[0] // 2 == pytest.approx(-1.21, abs=1e-6)
+
+
+def test_array_psf_fourier_shift_keeps_flux_and_moves_centroid():
+    a = psf.ArrayPSF(psf.GaussianPSF(1.0).kernel(4), oversampling=4)
+    k = a.kernel(4, offset=(0.5, 0.25))
+    assert k.sum() == pytest.approx(1.0)
+    cx, cy = centroid(k)
+    assert cx - k.shape[1] // 2 == pytest.approx(0.5, abs=1e-3)
+    assert cy - k.shape[0] // 2 == pytest.approx(0.25, abs=1e-3)
+
+
+def test_array_psf_resampled_to_another_scale_keeps_its_width():
+    fine = psf.GaussianPSF(1.2).kernel(4)
+    k = psf.ArrayPSF(fine, oversampling=4).kernel(2)
+    yy, xx = np.indices(k.shape) - k.shape[0] // 2
+    assert np.sqrt((k * xx ** 2).sum()) == pytest.approx(2 * 1.2, rel=0.03)
+
+
+def test_real_irac_psf_is_accepted(shared_data):
+    from astropy.io import fits
+
+    data = fits.getdata(shared_data / "irac_ch1_flight.fits").astype(float)
+    p = psf.ArrayPSF(data, oversampling=4)
+    assert p.kernel(4).shape == (81, 81)
+
+
+@pytest.mark.parametrize("array, match", [
+    (np.ones((4, 5)) / 20, "odd-sized"),
+    (np.ones((5, 5)), "normalised"),
+    (np.ones(5) / 5, "2-D"),
+    (np.full((3, 3), np.nan), "NaN"),
+])
+def test_bad_psf_arrays_are_rejected(array, match):
+    with pytest.raises(ValueError, match=match):
+        psf.ArrayPSF(array)
+
+
+def test_normalize_option_and_bad_parameters():
+    assert psf.ArrayPSF(np.ones((3, 3)), normalize=True).array.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        psf.GaussianPSF(-1.0)
+    with pytest.raises(ValueError, match="beta"):
+        psf.MoffatPSF(2.0, beta=0.5)
+    with pytest.raises(ValueError, match="scale"):
+        psf.GaussianPSF(1.0).kernel(2.5)
+    with pytest.raises(TypeError, match="psf is required"):
+        psf.as_psf(None)
