@@ -3,15 +3,17 @@
 Two steps:
 
 1. **Phase correlation** by the upsampled DFT of Guizar-Sicairos, Thurman &
-   Fienup (2008, Opt. Lett. 33, 156), on Hann-windowed, background-subtracted
-   frames with masked and NaN pixels filled: a robust first estimate to a few
-   hundredths of a pixel, for shifts up to half the frame.
+   Fienup (2008, Opt. Lett. 33, 156), on Hann-windowed frames whose dynamic
+   range is compressed (asinh), with masked and NaN pixels filled: a robust
+   first estimate, good to a fraction of a pixel, for shifts up to a quarter
+   of the frame.
 2. **Maximum-likelihood refinement**: the frame is modelled as
    ``a * T(x - dx, y - dy) + b`` where ``T`` is a cubic-spline surface through
-   a template, and ``(dx, dy, a, b)`` are fitted by Gauss-Newton weighted
-   least squares on the overlap, pixels weighted by the inverse variance of
-   the frame. Only pixels whose template value is interpolated from inside
-   the template's support are used (no wrap-around, no ringing at the edges).
+   a Wiener-filtered template, and ``(dx, dy, a, b)`` are fitted by
+   Gauss-Newton weighted least squares on the overlap, pixels weighted by the
+   inverse variance of the frame. Only pixels whose template value is
+   interpolated from inside the template's support are used (no wrap-around,
+   no ringing at the edges).
    Errors come from the Fisher information of that fit.
 
 `register` fits one frame against one reference (the reference's noise is
@@ -43,6 +45,8 @@ __all__ = ["Shift", "register", "register_stack", "phase_correlation"]
 _MARGIN = 2
 #: Gauss-Newton stops when the shift changes by less than this (pixels).
 _TOL = 1e-4
+#: Residuals beyond this many robust standard deviations are outliers.
+_CLIP = 8.0
 #: Mirror-padded border of Fourier-shifted images (pixels).
 _PAD = 16
 
@@ -279,7 +283,12 @@ def _prepare_for_fft(data, good, window):
     data = np.asarray(data, dtype=float)
     if good is None:
         good = np.isfinite(data)
-    out = np.where(good, data - np.median(data[good]), 0.0)
+    # Compress the dynamic range (asinh above a few times the noise): a
+    # correlation of raw data is dominated by the brightest star, which then
+    # matches any other bright star when it has left the field.
+    level = np.median(data[good])
+    noise = mad_std(data[good]) or 1.0
+    out = np.where(good, np.arcsinh((data - level) / (3.0 * noise)), 0.0)
     if window:
         out = out * np.outer(hann(out.shape[0], sym=False), hann(out.shape[1], sym=False))
     return out
@@ -314,16 +323,41 @@ class _Fit:
 
 
 def _fit_shift(frame, template, d0, *, template_noise_in_weights, max_iter=20):
-    """Gauss-Newton fit of ``frame = a * T(x - d) + b``; returns a `_Fit`."""
+    """Gauss-Newton fit of ``frame = a * T(x - d) + b``; returns a `_Fit`.
+
+    Pixels that deviate by more than ``_CLIP`` times the robust scatter of the
+    normalised residuals (cosmic rays, hot pixels that no mask flags) are
+    dropped and the fit repeated, at most three times.
+    """
     d = np.array(d0, dtype=float)
-    cover, tvar = template.coverage(d)
+    cover, tvar_map = template.coverage(d)
     use = frame.good & cover
-    if use.sum() < 16:
-        raise ValueError("frames do not overlap: fewer than 16 common pixels at the estimated shift")
-    y = frame.data[use]
-    var_f = frame.var[use]
-    tvar = tvar[use]
     a, b = 1.0, 0.0
+    for _ in range(3):
+        if use.sum() < 16:
+            raise ValueError("frames do not overlap: fewer than 16 common pixels at the "
+                             "estimated shift")
+        d, a, b, normal = _gauss_newton(frame, template, use, tvar_map, d, a, b,
+                                        template_noise_in_weights, max_iter)
+        resid = (frame.data - a * template.sampled(d)[0]) - b
+        norm = resid / np.sqrt(frame.var + a * a * tvar_map)
+        outliers = use & (np.abs(norm) > _CLIP * mad_std(norm[use]))
+        if not outliers.any():
+            break
+        use &= ~outliers
+    y, var_f, tvar = frame.data[use], frame.var[use], tvar_map[use]
+    w_full = 1.0 / (var_f + a * a * tvar)
+    chi2 = np.sum(w_full * resid[use] ** 2)
+    # Structure in the frame above its own noise, and how much of it the template explains.
+    null = np.sum((y - np.average(y, weights=1.0 / var_f)) ** 2 / var_f)
+    dof = max(use.sum() - 4, 1)
+    return _Fit(d=d, cov=np.linalg.inv(normal)[:2, :2], flux_ratio=a, chi2=chi2 / dof,
+                explained=(null - chi2) / max(null - dof, 1e-30),
+                signal=(null - dof) / np.sqrt(2.0 * dof))
+
+
+def _gauss_newton(frame, template, use, tvar_map, d, a, b, template_noise_in_weights, max_iter):
+    y, var_f, tvar = frame.data[use], frame.var[use], tvar_map[use]
     for _ in range(max_iter):
         val, gx, gy = (arr[use] for arr in template.sampled(d))
         w = 1.0 / (var_f + (a * a * tvar if template_noise_in_weights else 0.0))
@@ -338,20 +372,12 @@ def _fit_shift(frame, template, d0, *, template_noise_in_weights, max_iter=20):
         normal[2, 2] -= noise_power
         score[2] += a * noise_power
         step = np.linalg.solve(normal, score)
-        d += step[:2]
+        d = d + step[:2]
         a += step[2]
         b += step[3]
         if np.max(np.abs(step[:2])) < _TOL:
             break
-    val = template.sampled(d)[0][use]
-    w_full = 1.0 / (var_f + a * a * tvar)
-    chi2 = np.sum(w_full * (y - a * val - b) ** 2)
-    # Structure in the frame above its own noise, and how much of it the template explains.
-    null = np.sum((y - np.average(y, weights=1.0 / var_f)) ** 2 / var_f)
-    dof = max(use.sum() - 4, 1)
-    return _Fit(d=d, cov=np.linalg.inv(normal)[:2, :2], flux_ratio=a, chi2=chi2 / dof,
-                explained=(null - chi2) / max(null - dof, 1e-30),
-                signal=(null - dof) / np.sqrt(2.0 * dof))
+    return d, a, b, normal
 
 
 def _check_common_signal(fit, name):
