@@ -211,7 +211,7 @@ def add_history(meta, text):
 
 
 def wcs_from(obj):
-    """The WCS of an NDData object or None (accepts a FITS header too)."""
+    """The WCS of an NDData object (or a WCS itself), else None."""
     if obj is None:
         return None
     if isinstance(obj, WCS):

@@ -94,12 +94,13 @@ class _Frame:
         self.good = good
         self.trusted = ndimage.binary_erosion(good, iterations=_MARGIN, border_value=0)
         self.coeffs = ndimage.spline_filter(self.data, order=3, mode="mirror")
+        self.good_var = np.where(good, var, 0.0)
 
     def aligned(self, d):
         """Data, variance and coverage resampled onto the reference grid: value at x is f(x + d)."""
         sy, sx = -d[1], -d[0]
         values = _spline_shift(self.coeffs, sy, sx)
-        var = _spline_shift(np.where(self.good, self.var, 0.0), sy, sx, order=1)
+        var = _spline_shift(self.good_var, sy, sx, order=1)
         return values, var, _shifted_mask(self.trusted, sy, sx)
 
 
@@ -429,7 +430,7 @@ def register(frame, reference, *, upsample=100):
     img = _Frame(img_ccd, "frame")
     d0 = np.array(phase_correlation(ref.data, img.data, upsample=upsample,
                                     good=(ref.good, img.good)))
-    template = _Template(ref.data, np.where(ref.good, ref.var, 0.0), ref.good)
+    template = _Template(ref.data, ref.good_var, ref.good)
     fit = _fit_shift(img, template, d0, template_noise_in_weights=True)
     _check_common_signal(fit, "frame")
     err = _errors(fit, img.estimated_noise)
