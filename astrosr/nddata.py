@@ -14,7 +14,7 @@ from astropy.nddata import (CCDData, InverseVariance, NDData, StdDevUncertainty,
                             VarianceUncertainty)
 from astropy.wcs import WCS
 
-__all__ = ["as_frames", "frame_arrays", "variance_of", "rescale_wcs", "shift_wcs",
+__all__ = ["as_frames", "frame_arrays", "variance_of", "white_noise_variance", "rescale_wcs", "shift_wcs",
            "add_history"]
 
 
@@ -134,6 +134,22 @@ def frame_arrays(ccd):
         var[~good] = np.inf
     data[~good] = 0.0
     return data, var, good
+
+
+def white_noise_variance(data, good):
+    """Variance of a frame's white noise from neighbour differences (robust to sources).
+
+    Used where a frame has no uncertainty: differences of adjacent pixels
+    cancel smooth structure, and the MAD ignores the few that cross stars.
+    """
+    from astropy.stats import mad_std
+
+    diffs = np.diff(np.where(good, data, np.nan), axis=1)
+    sigma = mad_std(diffs, ignore_nan=True) / np.sqrt(2.0)
+    if not sigma > 0:
+        values = data[good]
+        sigma = mad_std(values) or np.std(values)
+    return float(sigma) ** 2
 
 
 def rescale_wcs(wcs, factor):

@@ -37,7 +37,7 @@ from astropy.table import QTable
 from scipy import fft, ndimage
 from scipy.signal.windows import hann
 
-from .nddata import as_frames, frame_arrays
+from .nddata import white_noise_variance, as_frames, frame_arrays
 
 __all__ = ["Shift", "register", "register_stack", "phase_correlation"]
 
@@ -83,12 +83,7 @@ class _Frame:
             raise ValueError(f"{name} is constant: there is nothing to register")
         self.estimated_noise = var is None
         if var is None:
-            # White-noise variance from neighbour differences, robust to sources.
-            diffs = np.diff(np.where(good, data, np.nan), axis=1)
-            sigma = mad_std(diffs, ignore_nan=True) / np.sqrt(2.0)
-            if not sigma > 0:
-                sigma = mad_std(values) or np.std(values)
-            var = np.where(good, sigma ** 2, np.inf)
+            var = np.where(good, white_noise_variance(data, good), np.inf)
         self.data = _fill(data, good)
         self.var = var
         self.good = good
