@@ -47,6 +47,9 @@ class ObservationOperator:
     margin : int, optional
         Unobserved input pixels added on each side. Default: enough for the
         largest shift and the PSF's radius.
+    single : bool
+        Compute in single precision (complex64): twice as fast, relative
+        accuracy ~1e-6, enough for iterative reconstruction.
 
     Attributes
     ----------
@@ -57,7 +60,7 @@ class ObservationOperator:
         margin`` fine pixels) in the padded grids.
     """
 
-    def __init__(self, shape, shifts, *, scale, psf=None, margin=None):
+    def __init__(self, shape, shifts, *, scale, psf=None, margin=None, single=False):
         self.scale = s = int(scale)
         self.shape = tuple(int(n) for n in shape)
         self.shifts = np.atleast_2d(np.asarray(shifts, dtype=float))
@@ -68,9 +71,12 @@ class ObservationOperator:
         self.margin = int(margin)
         self.shape_padded = tuple(_fast_multiple(n + 2 * self.margin, s) for n in self.shape)
         self.fine_shape = tuple(s * n for n in self.shape_padded)
-        self._otf = _transfer(kernel, self.fine_shape, s)
-        self._otf_sq = _transfer(kernel, self.fine_shape, s, squared=True)
-        self._ramps = [self._phase_ramps(dx, dy) for dx, dy in self.shifts]
+        self._real = np.float32 if single else np.float64
+        ctype = np.complex64 if single else np.complex128
+        self._otf = _transfer(kernel, self.fine_shape, s).astype(ctype)
+        self._otf_sq = _transfer(kernel, self.fine_shape, s, squared=True).astype(ctype)
+        self._ramps = [tuple(r.astype(ctype) for r in self._phase_ramps(dx, dy))
+                       for dx, dy in self.shifts]
 
     def __len__(self):
         return len(self.shifts)
@@ -107,8 +113,9 @@ class ObservationOperator:
         With ``squared=True`` the kernel (PSF times pixel box) is squared:
         used to propagate variances through the model.
         """
-        spec = fft.fft2(image, workers=-1) * (self._otf_sq if squared else self._otf)
-        out = np.empty((len(self),) + self.shape_padded)
+        spec = fft.fft2(np.asarray(image, dtype=self._real), workers=-1)
+        spec *= self._otf_sq if squared else self._otf
+        out = np.empty((len(self),) + self.shape_padded, dtype=self._real)
         for i, (ry, rx) in enumerate(self._ramps):
             out[i] = fft.ifft2(self._fold(spec, ry, rx), workers=-1).real
         return out
@@ -116,9 +123,9 @@ class ObservationOperator:
     def adjoint(self, cube, *, squared=False):
         """Adjoint of `forward`: padded coarse cube -> padded fine image."""
         s = self.scale
-        total = np.zeros(self.fine_shape, dtype=complex)
+        total = np.zeros(self.fine_shape, dtype=self._otf.dtype)
         for c, (ry, rx) in zip(cube, self._ramps):
-            spec = fft.fft2(c, workers=-1)
+            spec = fft.fft2(np.asarray(c, dtype=self._real), workers=-1)
             # Replicating the coarse spectrum is the adjoint of folding its aliases.
             total += np.tile(spec, (s, s)) * np.conj(ry)[:, None] * np.conj(rx)[None, :]
         otf = self._otf_sq if squared else self._otf

@@ -56,6 +56,13 @@ METHODS = ("drizzle", "shift_and_add", "reconstruct")
 # Rejection: a frame pixel is an outlier when |data - model| exceeds
 # kappa * sigma + _DERIV_SCALE * (local spread of the model), DrizzlePac's form.
 _DERIV_SCALE = 0.7
+# Reconstruct: rounds of rejection against provisional models of this many iterations.
+_REJECT_ROUNDS = 3
+_PROVISIONAL_ITER = 30
+# Reconstruct: fine pixels (in the unobserved margin) seen with less than this
+# fraction of the best coverage are not solved for: RL is unstable where the
+# data barely constrain the sky.
+_MIN_COVERAGE = 0.05
 
 
 def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weights=None,
@@ -296,10 +303,13 @@ def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, snap):
     w = _frame_weights(stack, weights)
     n_rejected = 0
     if reject:
-        outliers = _reject_against(stack, _median_model(stack, scale, shifts), scale, shifts,
-                                   kappa, psf=None)
-        w = np.where(outliers, 0.0, w)
-        n_rejected = int(outliers.sum())
+        # Judged against a model of the PSF-blurred sky on an integer fine grid
+        # (pixel box only): it predicts each frame within its noise, so
+        # cosmic rays on bright sources are found too.
+        op = ObservationOperator(stack.shape, shifts, scale=int(np.ceil(scale)), single=True)
+        good, _ = _clean_mask(stack, op, _PoissonNoise(stack, np.zeros(len(stack))), kappa)
+        w = np.where(good, w, 0.0)
+        n_rejected = int((stack.good & ~good).sum())
     num, den, vnum = _drizzle_frames(stack.data, w, stack.var, shifts, out_shape, scale, pixfrac)
     covered = den > 0
     area = scale ** 2  # output pixels per input pixel: per-pixel flux is divided by it
@@ -330,19 +340,22 @@ def _median_model(stack, scale, shifts):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns off the field
             model = np.nanmedian(singles, axis=0) / scale ** 2
-    return np.nan_to_num(model), scale
+    return np.nan_to_num(model), scale, np.isfinite(model)
 
 
-def _reject_against(stack, model, scale, shifts, kappa, *, psf, deriv=True):
-    """Boolean cube of outliers: frames vs the model observed at each frame's shift."""
-    image, model_scale = model if isinstance(model, tuple) else (model, scale)
-    op = ObservationOperator(stack.shape, shifts, scale=model_scale, psf=psf)
+def _reject_against(stack, model, shifts, kappa):
+    """Outliers against a fine model ``(image, scale, covered)`` blotted to each frame.
+
+    Only frame pixels that the model covers entirely are judged; the limit
+    allows for the blurred model's error at sharp features.
+    """
+    image, scale, covered = model
+    op = ObservationOperator(stack.shape, shifts, scale=scale)
     predicted = op.crop_frames(op.forward(op.embed_image(image)))
-    sigma = np.sqrt(np.where(stack.good, stack.var, np.inf))
-    limit = kappa * sigma
-    if deriv:
-        limit = limit + _DERIV_SCALE * _local_spread(predicted)
-    return stack.good & (np.abs(stack.data - predicted) > limit)
+    judged = op.crop_frames(op.forward(op.embed_image(covered.astype(float)))) > 0.999
+    limit = kappa * np.sqrt(np.where(stack.good, stack.var, np.inf))
+    limit = limit + _DERIV_SCALE * _local_spread(predicted)
+    return stack.good & judged & (np.abs(stack.data - predicted) > limit)
 
 
 def _local_spread(cube):
@@ -356,21 +369,10 @@ def _local_spread(cube):
 
 
 def _reconstruct(stack, scale, psf, reject, kappa, background, tol, max_iter):
-    op = ObservationOperator(stack.shape, stack.shifts, scale=scale, psf=psf)
+    op = ObservationOperator(stack.shape, stack.shifts, scale=scale, psf=psf, single=True)
     noise = _PoissonNoise(stack, background)
-    good = stack.good.copy()
-    if reject:
-        good &= ~_reject_against(stack, _median_model(stack, scale, stack.shifts), scale,
-                                 stack.shifts, kappa, psf=None)
-    image, info = _richardson_lucy(op, stack, good, noise, None, tol, max_iter)
-    if reject:
-        # Second pass against the PSF-aware model: an accurate prediction, so no
-        # allowance for model error is needed.
-        resid = stack.data - op.crop_frames(op.forward(image))
-        bad = stack.good & (np.abs(resid) > kappa * np.sqrt(stack.var))
-        if np.any(bad & good):
-            good = stack.good & ~bad
-            image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter)
+    good, image = _clean_mask(stack, op, noise, kappa) if reject else (stack.good, None)
+    image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter)
     info["n_rejected"] = int((stack.good & ~good).sum())
     fisher = op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)), squared=True)
     coverage = op.crop_image(op.adjoint(op.embed_frames(good.astype(float))))
@@ -378,6 +380,31 @@ def _reconstruct(stack, scale, psf, reject, kappa, background, tol, max_iter):
     with np.errstate(divide="ignore"):
         var = np.where(covered, 1.0 / op.crop_image(fisher), np.inf)
     return np.where(covered, op.crop_image(image), 0.0), var, op.crop_image(fisher), info
+
+
+def _clean_mask(stack, op, noise, kappa):
+    """Good-pixel mask without outliers, and the provisional model it was judged by.
+
+    The first mask comes from the median of the frames (robust, but blurred,
+    hence the allowance for sharp features). Then provisional models are fitted
+    and each frame is compared with its prediction: outliers beyond ``kappa``
+    sigma are flagged, and pixels flagged before come back if the model fits
+    them. Stops when the mask no longer changes.
+    """
+    median = _median_model(stack, op.scale, stack.shifts)
+    good = stack.good & ~_reject_against(stack, median, stack.shifts, kappa)
+    # Only pixels whose footprint the model fully covers are judged: at the
+    # frames' edges the sky beyond the field is barely constrained.
+    judged = op.crop_frames(op.forward(_observed(op, stack.good).astype(float))) > 0.999
+    image = None
+    for _ in range(_REJECT_ROUNDS):
+        image, _info = _richardson_lucy(op, stack, good, noise, image, -np.inf, _PROVISIONAL_ITER)
+        resid = stack.data - op.crop_frames(op.forward(image))
+        new = stack.good & ~(judged & (np.abs(resid) > kappa * np.sqrt(stack.var)))
+        if np.array_equal(new, good):
+            break
+        good = new
+    return good, image
 
 
 class _PoissonNoise:
@@ -433,7 +460,7 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter):
     bg = op.embed_frames(np.broadcast_to(b, stack.data.shape))
     weight = op.embed_frames(np.where(good, inv_gain, 0.0))
     norm = op.adjoint(weight)
-    observed = norm > 1e-6 * norm.max()
+    observed = _observed(op, good, norm)
     inv_var = np.where(good, 1.0 / np.where(good, stack.var, 1.0), 0.0)
     n_pix = int(good.sum())
     tol = 3.0 * np.sqrt(2.0 / n_pix) if tol is None else float(tol)
@@ -456,6 +483,13 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter):
         previous, x = x, new
     info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source}
     return x, info
+
+
+def _observed(op, good, norm=None):
+    """Fine pixels the frames constrain well enough to be solved for."""
+    if norm is None:
+        norm = op.adjoint(op.embed_frames(good.astype(float)))
+    return norm > _MIN_COVERAGE * norm.max()
 
 
 def _extrapolate(x, previous, step, step_before):

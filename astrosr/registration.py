@@ -37,7 +37,7 @@ from astropy.table import QTable
 from scipy import fft, ndimage
 from scipy.signal.windows import hann
 
-from .nddata import white_noise_variance, as_frames, frame_arrays
+from .nddata import as_frames, frame_arrays, white_noise_variance
 
 __all__ = ["Shift", "register", "register_stack", "phase_correlation"]
 
