@@ -117,7 +117,9 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
     -------
     `~astropy.nddata.CCDData`
         Fine image with ``uncertainty`` (`~astropy.nddata.VarianceUncertainty`),
-        ``mask`` (no coverage), ``weight`` attribute, WCS of the fine grid
+        ``mask`` (no coverage), ``weight`` attribute (the weight map),
+        ``rejected`` attribute (boolean cube of the input pixels rejected as
+        outliers, shape of the stack), WCS of the fine grid
         (when the frames have one), ``NCOMBINE``, ``FUSESCAL``, ``FUSEMETH``,
         ``NREJECT``, and HISTORY. Per-pixel units (electron, adu, Jy/pixel)
         keep the total flux; surface-brightness units keep the surface
@@ -168,7 +170,7 @@ class _Stack:
             if not g.any():
                 raise ValueError(f"frames[{i}] has no usable pixel (all masked, NaN or inf): "
                                  "drop it from frames and shifts")
-        self.var = np.array([v if v is not None else np.where(g, white_noise_variance(d, g), np.inf)
+        self.var = np.array([v if v is not None else np.where(g, _estimated_variance(d, g), np.inf)
                              for d, v, g in arrays])
         self.var_estimated = any(a[1] is None for a in arrays)
         self.unit = self.ccds[0].unit
@@ -183,6 +185,12 @@ class _Stack:
     def background_variance(self):
         """Per-frame inverse-variance weights: the median variance of the good pixels."""
         return np.array([np.median(v[g]) for v, g in zip(self.var, self.good)])
+
+
+def _estimated_variance(data, good):
+    """White-noise variance of a frame without uncertainty; 1 (equal weights) if it has no noise."""
+    var = white_noise_variance(data, good)
+    return var if var > 0 else 1.0
 
 
 def _shift_array(shifts, n):
@@ -301,7 +309,7 @@ def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, snap):
     shifts = np.round(stack.shifts * scale) / scale if snap else stack.shifts
     out_shape = tuple(int(round(n * scale)) for n in stack.shape)
     w = _frame_weights(stack, weights)
-    n_rejected = 0
+    rejected = np.zeros(stack.data.shape, bool)
     if reject:
         # Judged against a model of the PSF-blurred sky on an integer fine grid
         # (pixel box only): it predicts each frame within its noise, so
@@ -309,7 +317,7 @@ def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, snap):
         op = ObservationOperator(stack.shape, shifts, scale=int(np.ceil(scale)), single=True)
         good, _ = _clean_mask(stack, op, _PoissonNoise(stack, np.zeros(len(stack))), kappa)
         w = np.where(good, w, 0.0)
-        n_rejected = int((stack.good & ~good).sum())
+        rejected = stack.good & ~good
     num, den, vnum = _drizzle_frames(stack.data, w, stack.var, shifts, out_shape, scale, pixfrac)
     covered = den > 0
     area = scale ** 2  # output pixels per input pixel: per-pixel flux is divided by it
@@ -318,7 +326,7 @@ def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, snap):
         var = np.where(covered, vnum / den ** 2, np.inf) / area ** 2
     # Weight map as the drizzle package's out_wht: weight times the fraction of
     # the drop (pixfrac * scale output pixels on a side) landing in the pixel.
-    return image, var, den / (pixfrac * scale) ** 2, {"n_rejected": n_rejected}
+    return image, var, den / (pixfrac * scale) ** 2, {"rejected": rejected}
 
 
 # --------------------------------------------------------------------------- rejection
@@ -373,7 +381,7 @@ def _reconstruct(stack, scale, psf, reject, kappa, background, tol, max_iter):
     noise = _PoissonNoise(stack, background)
     good, image = _clean_mask(stack, op, noise, kappa) if reject else (stack.good, None)
     image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter)
-    info["n_rejected"] = int((stack.good & ~good).sum())
+    info["rejected"] = stack.good & ~good
     fisher = op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)), squared=True)
     coverage = op.crop_image(op.adjoint(op.embed_frames(good.astype(float))))
     covered = coverage > 1e-6 * coverage.max()
@@ -531,7 +539,8 @@ def _result(stack, image, var, weight, scale, method, pixfrac, info):
     meta["NCOMBINE"] = (len(stack), "frames fused")
     meta["FUSEMETH"] = (method, "astrosr.fuse method")
     meta["FUSESCAL"] = (float(scale), "output pixels per input pixel")
-    meta["NREJECT"] = (info.get("n_rejected", 0), "input pixels rejected as outliers")
+    n_rejected = int(info["rejected"].sum())
+    meta["NREJECT"] = (n_rejected, "input pixels rejected as outliers")
     text = f"astrosr.fuse: method={method} scale={scale} frames={len(stack)}"
     if method == "drizzle":
         meta["PIXFRAC"] = (float(pixfrac), "drizzle drop size")
@@ -540,12 +549,13 @@ def _result(stack, image, var, weight, scale, method, pixfrac, info):
         meta["CHI2RED"] = (round(info["chi2"], 4), "reduced chi2 of frames vs model")
         text += (f" Richardson-Lucy (Biggs-Andrews) iterations={info['iterations']}"
                  f" chi2_red={info['chi2']:.3f} stop={info['stopped']} noise={info['noise']}")
-    add_history(meta, text + f" rejected={info.get('n_rejected', 0)} time={info['seconds']:.2f}s")
+    add_history(meta, text + f" rejected={n_rejected} time={info['seconds']:.2f}s")
     if stack.var_estimated:
         add_history(meta, "astrosr.fuse: frame variance estimated from pixel differences")
     out = CCDData(image, unit=stack.unit, uncertainty=VarianceUncertainty(var), mask=mask,
                   wcs=wcs, meta=meta)
     out.weight = weight
+    out.rejected = info["rejected"]
     return out
 
 

@@ -14,7 +14,8 @@ from astropy.nddata import (CCDData, InverseVariance, NDData, StdDevUncertainty,
                             VarianceUncertainty)
 from astropy.wcs import WCS
 
-__all__ = ["as_frames", "frame_arrays", "variance_of", "white_noise_variance", "rescale_wcs", "shift_wcs",
+__all__ = ["as_frames", "frame_arrays", "variance_of", "white_noise_variance", "write_fits",
+           "read_fits", "rescale_wcs", "shift_wcs",
            "add_history"]
 
 
@@ -234,3 +235,55 @@ def wcs_from(obj):
         return obj
     w = getattr(obj, "wcs", None)
     return w if isinstance(w, WCS) else None
+
+
+def write_fits(ccd, path, *, overwrite=False):
+    """Write a CCDData as multi-extension FITS that `~astropy.nddata.CCDData.read` opens.
+
+    Extensions: the primary HDU holds the data and header (with the WCS),
+    ``UNCERT`` the uncertainty, ``MASK`` the mask (as astropy writes them),
+    and ``WHT`` the weight map when ``ccd`` has a ``weight`` attribute. The
+    file is written to a temporary name in the same folder and renamed, so a
+    failed write leaves no partial file.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
+    """
+    import os
+    import tempfile
+
+    from astropy.io import fits
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    hdul = ccd.to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
+    weight = getattr(ccd, "weight", None)
+    if weight is not None:
+        hdul.append(fits.ImageHDU(np.asarray(weight, dtype=np.float32), name="WHT"))
+    fd, tmp = tempfile.mkstemp(suffix=".fits", dir=path.parent)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_fits(path, *, hdu=None, unit=None):
+    """Read a FITS image as CCDData (first image HDU by default), with ``weight`` from ``WHT``."""
+    from astropy.io import fits
+
+    ccd = _read_fits(Path(path), hdu=hdu, unit=unit)
+    with fits.open(path) as hdul:
+        if "WHT" in hdul:
+            ccd.weight = np.asarray(hdul["WHT"].data, dtype=float)
+    return ccd
