@@ -47,7 +47,7 @@ from scipy import ndimage, sparse
 from .forward import ObservationOperator
 from .nddata import (add_history, as_frames, frame_arrays, rescale_wcs, shift_wcs,
                      white_noise_variance)
-from .psf import as_psf
+from .psf import GaussianPSF, as_psf
 
 __all__ = ["fuse", "METHODS"]
 
@@ -63,6 +63,9 @@ _PROVISIONAL_ITER = 30
 # fraction of the best coverage are not solved for: RL is unstable where the
 # data barely constrain the sky.
 _MIN_COVERAGE = 0.05
+# Drizzle without a PSF: outliers are judged against a model seen through this
+# PSF (sigma in input pixels), narrower than the PSF of well-sampled data.
+_REJECTION_PSF = GaussianPSF(0.5)
 
 
 def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weights=None,
@@ -84,8 +87,10 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
     pixfrac : float
         Drizzle: linear size of the shrunk input pixel ("drop"), in (0, 1].
     psf : `~astrosr.psf.PSF` or array, optional
-        Reconstruct: the PSF (an array is sampled on the output grid: odd,
-        centred, sum 1). Required for ``method="reconstruct"``.
+        The PSF (an array is sampled on the output grid: odd, centred, sum
+        1). Required for ``method="reconstruct"``; drizzle and shift-and-add
+        use it only to judge outliers (without it, a Gaussian of sigma 0.5
+        input pixels).
     weights : array_like, optional
         Drizzle and shift-and-add: one weight per frame or one per pixel
         ``(n, ny, nx)``. Default: the inverse background variance of each
@@ -148,7 +153,7 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
         elif not 0 < pixfrac <= 1:
             raise ValueError(f"pixfrac must be in (0, 1], got {pixfrac}")
         image, var, weight, info = _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa,
-                                                  snap=method == "shift_and_add")
+                                                  psf, snap=method == "shift_and_add")
     info["seconds"] = time.perf_counter() - t0
     return _result(stack, image, var, weight, scale, method, pixfrac, info)
 
@@ -305,16 +310,19 @@ def _drizzle_frames(data, weight, var, shifts, out_shape, scale, pixfrac):
     return num, den, vnum
 
 
-def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, snap):
+def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, psf, snap):
     shifts = np.round(stack.shifts * scale) / scale if snap else stack.shifts
     out_shape = tuple(int(round(n * scale)) for n in stack.shape)
     w = _frame_weights(stack, weights)
     rejected = np.zeros(stack.data.shape, bool)
     if reject:
-        # Judged against a model of the PSF-blurred sky on an integer fine grid
-        # (pixel box only): it predicts each frame within its noise, so
-        # cosmic rays on bright sources are found too.
-        op = ObservationOperator(stack.shape, shifts, scale=int(np.ceil(scale)), single=True)
+        # Judged against a model fitted to the frames through the PSF (or, without
+        # one, a Gaussian narrower than any well-sampled PSF): it predicts each
+        # frame within its noise, so cosmic rays on bright sources are found
+        # too, and it cannot put a hit into one frame with fine-grid structure.
+        grid = int(np.ceil(scale))
+        model_psf = as_psf(psf, oversampling=grid) if psf is not None else _REJECTION_PSF
+        op = ObservationOperator(stack.shape, shifts, scale=grid, psf=model_psf, single=True)
         good, _ = _clean_mask(stack, op, _PoissonNoise(stack, np.zeros(len(stack))), kappa)
         w = np.where(good, w, 0.0)
         rejected = stack.good & ~good
