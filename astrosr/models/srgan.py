@@ -10,7 +10,7 @@ path is already a good answer; the network adds what bicubic cannot.
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from ._layers import PixelShuffle, bicubic, check_positive_int, check_scale, conv, prelu, small_init
 
@@ -135,11 +135,22 @@ def build_discriminator(patch_size, *, filters=32, n_levels=4, dense_units=None,
             if batch_norm and (level, stride) != (0, 1):
                 x = layers.BatchNormalization(name=f"d{level}_bn{stride}")(x)
             name = f"feature{level}" if stride == 2 else None
-            x = layers.LeakyReLU(0.2, name=name)(x)
+            x = layers.Activation(leaky_relu, name=name)(x)
     x = layers.Flatten()(x)
-    x = layers.LeakyReLU(0.2)(layers.Dense(dense_units, name="dense")(x))
+    x = layers.Activation(leaky_relu)(layers.Dense(dense_units, name="dense")(x))
     out = layers.Dense(1, name="logit")(x)
     return keras.Model(inp, out, name="discriminator")
+
+
+@keras.saving.register_keras_serializable(package="astrosr")
+def leaky_relu(x):
+    """LeakyReLU with slope 0.2, as ``max(x, 0.2 x)``.
+
+    Written with ``maximum`` rather than TensorFlow's LeakyRelu op, whose
+    graph fusion fails (harmlessly, but with an error message) when two
+    gradient tapes go through the discriminator, as in a GAN step.
+    """
+    return ops.maximum(x, 0.2 * x)
 
 
 def discriminator_features(discriminator):
