@@ -74,7 +74,7 @@ def _collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed):
         images.append(_read_truth(path))
         described.append({"source": "fits", "path": str(path), "shape": list(images[-1].shape)})
     if include_hdf:
-        from ._data import hubble_deep_field
+        from .._data import hubble_deep_field
 
         images.append(hubble_deep_field().astype(np.float32))
         described.append({"source": "skimage.data.hubble_deep_field", "shape": [512, 512]})
