@@ -191,6 +191,22 @@ def test_gan_stage_from_a_pixel_model(sky):
     assert [h["stage"] for h in t["history"]] == ["pixel"]
 
 
+def test_gan_stage_with_a_local_vgg19_file(tmp_path, sky):
+    path = tmp_path / "vgg19_notop.weights.h5"  # random weights: the file, not the features
+    keras.applications.VGG19(weights=None, include_top=False).save_weights(path)
+    content = losses.VGGContentLoss(path)
+    a = tf.random.normal((2, 32, 32, 1))
+    assert float(content(a, a)) == 0.0 and float(content(a, a + 1.0)) > 0.0
+    model = train("srgan", scale=2, model_options=TINY, steps=1, batch_size=2, patch=16,
+                  images=[sky], n_val=2, progress=False, vgg19_weights=path)
+    assert model.card["training"]["content_loss"] == "vgg19"
+    with pytest.raises(ValueError, match="at least 32"):
+        train("srgan", scale=2, model_options=TINY, steps=1, patch=8, images=[sky],
+              vgg19_weights=path)
+    with pytest.raises(FileNotFoundError, match="no such VGG19 weights file"):
+        losses.VGGContentLoss(tmp_path / "none.h5")
+
+
 def test_train_rejects_bad_options(sky):
     with pytest.raises(ValueError, match="model must be an SRModel or one of"):
         train("unet", images=[sky])
