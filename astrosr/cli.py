@@ -102,7 +102,8 @@ def _train_model(args, SRModel):
         return SRModel.load(args.init), None
     options = {}
     if args.filters is not None:
-        options["filters"] = (2 * args.filters, args.filters) if args.model == "srcnn" else args.filters
+        f = args.filters
+        options["filters"] = (2 * f, f) if args.model == "srcnn" else f
     if args.blocks is not None:
         if args.model == "srcnn":
             raise ValueError("--blocks does not apply to srcnn (three layers)")

@@ -59,7 +59,7 @@ def test_pairs_match_their_observation_within_the_noise(pairs):
     # (away from the edges, where light from beyond the patch entered): units, alignment and
     # sky subtraction are right.
     chi2 = []
-    for c, f, v, k in zip(pairs.coarse, pairs.fine, pairs.variance, pairs.psf):
+    for c, f, v, k in zip(pairs.coarse, pairs.fine, pairs.variance, pairs.psf, strict=True):
         model = simulate.render(f, [[0.0, 0.0]], scale=2, psf=ArrayPSF(k, oversampling=2))[0]
         chi2.append(((c - model) ** 2 / v)[4:-4, 4:-4].mean())
     assert 0.8 < np.mean(chi2) < 1.25
@@ -142,7 +142,7 @@ def test_seeded_training_is_reproducible_and_resumes_exactly(tmp_path, sky):
     common = dict(images=[sky], lr_schedule="constant", seed=7)
     a = _fit(common, steps=4)
     b = _fit(common, steps=4)
-    for wa, wb in zip(a.network.get_weights(), b.network.get_weights()):
+    for wa, wb in zip(a.network.get_weights(), b.network.get_weights(), strict=True):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
     # Interrupted at step 2, resumed to 4: the same as running 4 steps at once.
     ckpt = tmp_path / "ckpt"
@@ -152,13 +152,25 @@ def test_seeded_training_is_reproducible_and_resumes_exactly(tmp_path, sky):
                                                                  "ckpt-00000002.json"]
     resumed = _fit(common, steps=4, checkpoint_dir=ckpt, checkpoint_every=1)
     assert resumed.card["training"]["steps"] == 4
-    for wa, wr in zip(a.network.get_weights(), resumed.network.get_weights()):
+    for wa, wr in zip(a.network.get_weights(), resumed.network.get_weights(), strict=True):
         np.testing.assert_allclose(wa, wr, rtol=1e-5, atol=1e-7)
     with open(ckpt / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(np.isfinite(float(r["val_psnr"])) for r in rows)
+    # Progress after the last checkpoint is lost in a crash: its metrics rows go too.
+    for f in ckpt.glob("ckpt-00000004.*"):
+        f.unlink()
+    again = _fit(common, steps=4, checkpoint_dir=ckpt, checkpoint_every=1)
+    for wa, wr in zip(a.network.get_weights(), again.network.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wr, rtol=1e-5, atol=1e-7)
+    with open(ckpt / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+    with pytest.raises(ValueError, match="has checkpoints of an earlier run"):
+        _fit(common, steps=4, checkpoint_dir=ckpt, resume=False)
+    with pytest.raises(FileExistsError, match="no checkpoint to resume"):
+        _fit(common, steps=4, checkpoint_dir=tmp_path / "new", csv=ckpt / "metrics.csv")
     # A checkpoint of another architecture is not silently loaded.
     with pytest.raises(ValueError, match="another model or stage"):
         _fit(common, steps=5, checkpoint_dir=ckpt, model_options={"n_blocks": 2, "filters": 8})

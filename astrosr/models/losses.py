@@ -107,7 +107,7 @@ def feature_matching_loss(real_features, fake_features):
     The real features are constants for the generator (gradients stop).
     """
     terms = [tf.reduce_mean(tf.abs(tf.stop_gradient(r) - f))
-             for r, f in zip(real_features, fake_features)]
+             for r, f in zip(real_features, fake_features, strict=True)]
     return tf.add_n(terms) / len(terms)
 
 
@@ -145,4 +145,5 @@ class VGGContentLoss:
         return self.model(keras.applications.vgg19.preprocess_input(grey), training=False) / 12.75
 
     def __call__(self, pred, target):
-        return tf.reduce_mean(tf.square(self.features(pred) - tf.stop_gradient(self.features(target))))
+        real = tf.stop_gradient(self.features(target))
+        return tf.reduce_mean(tf.square(self.features(pred) - real))

@@ -80,8 +80,8 @@ class SRModel:
     def _setup(self, config, card):
         import keras
 
-        self.network = ARCHITECTURES[config["architecture"]](
-            config["scale"], **{k: v for k, v in config.items() if k not in ("architecture", "scale")})
+        options = {k: v for k, v in config.items() if k not in ("architecture", "scale")}
+        self.network = ARCHITECTURES[config["architecture"]](config["scale"], **options)
         self.card = card
         self.card["parameters"] = int(sum(int(np.prod(w.shape)) for w in self.network.weights))
         self.card.setdefault("software", {})["keras"] = keras.__version__
@@ -139,7 +139,8 @@ class SRModel:
         if not np.all(np.isfinite(a)):
             raise ValueError("coarse has NaN or inf pixels: fill or mask them first")
         s = noise_sigma(a) if softening is None else softening
-        y = keras.ops.convert_to_numpy(self.network(forward(a, s)[None, :, :, None], training=False))
+        y = self.network(forward(a, s)[None, :, :, None], training=False)
+        y = keras.ops.convert_to_numpy(y)
         return inverse(y[0, :, :, 0], s) / np.float32(self.scale ** 2)
 
     # ------------------------------------------------------------------ files
@@ -288,7 +289,8 @@ def sha256(path):
 def _full_config(architecture, scale, options):
     """Architecture name, scale and every builder option (defaults filled in)."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, "
+                         f"got {architecture!r}")
     params = inspect.signature(ARCHITECTURES[architecture]).parameters
     unknown = set(options) - set(params) - {"scale"}
     if unknown:
@@ -356,7 +358,7 @@ def _temp_name(target, suffix):
 
 
 def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _json_default(obj):

@@ -97,10 +97,12 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     checkpoint_every : int
         Steps between checkpoints.
     resume : bool
-        Continue from the latest checkpoint in ``checkpoint_dir`` if any.
+        Continue from the latest checkpoint in ``checkpoint_dir`` if any;
+        with False, ``checkpoint_dir`` must hold none (no runs mixed up).
     csv : str or Path, optional
-        Metrics file, a row per epoch (appended when resuming); default
-        ``checkpoint_dir/metrics.csv`` when there is a checkpoint directory.
+        Metrics file, a row per epoch; default ``checkpoint_dir/metrics.csv``
+        when there is a checkpoint directory. A resumed run keeps the rows up
+        to its checkpoint and appends; a fresh run refuses an existing file.
     steps_per_epoch : int
         Steps between rows of metrics (validation runs at each row).
     n_val : int
@@ -137,8 +139,9 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     trainer = _Trainer(model, stage, weights, lr, vgg19_weights, patch)
     rng = np.random.default_rng(seed)
     ckpt = _Checkpoints(checkpoint_dir, model.config, stage) if checkpoint_dir else None
-    state = (ckpt.restore(trainer, rng) if ckpt and resume else None) or {"step": 0, "wall_time_s": 0.0}
+    state = _start(ckpt, resume, trainer, rng)
     csv_path = Path(csv) if csv else (ckpt.directory / "metrics.csv" if ckpt else None)
+    _prepare_csv(csv_path, state["step"])
     loop = {"steps": steps, "batch_size": batch_size,
             "steps_per_epoch": _check_int(steps_per_epoch, "steps_per_epoch"),
             "checkpoint_every": _check_int(checkpoint_every, "checkpoint_every")}
@@ -148,6 +151,33 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         command or _python_command(call), csv_path, checkpoint_dir)
     model.card["metrics"] = metrics
     return model
+
+
+def _start(ckpt, resume, trainer, rng):
+    """Restore the latest checkpoint, or start afresh where no earlier run would be mixed in."""
+    if ckpt and ckpt.exists():
+        if not resume:
+            raise ValueError(f"checkpoint_dir {ckpt.directory} has checkpoints of an earlier run: "
+                             "resume it, or give an empty directory")
+        return ckpt.restore(trainer, rng)
+    return {"step": 0, "wall_time_s": 0.0}
+
+
+def _prepare_csv(path, step):
+    """Keep the rows up to ``step`` (later ones belong to progress lost since the checkpoint)."""
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return
+    if step == 0:
+        raise FileExistsError(f"metrics file {path} exists and there is no checkpoint to resume: "
+                              "remove it or name another file")
+    with open(path, newline="") as f:
+        rows = list(_csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(kept) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            _csv.writer(f).writerows(kept)
+        os.replace(tmp, path)
 
 
 def _set_threads(threads):
@@ -201,6 +231,8 @@ class _Data:
     """Training truths, the held-out validation pairs, and their description."""
 
     def __init__(self, images, paths, include_hdf, n_synthetic, seed, scale, patch, deg, n_val):
+        if images is not None and paths is not None:
+            raise ValueError("give images (arrays) or paths (FITS files), not both")
         if images is None:
             images, self.described = _collect_images(paths, include_hdf, n_synthetic, 256, seed)
         else:
@@ -295,7 +327,8 @@ class _Trainer:
             terms = self._pixel_terms(p, y, coarse, variance, psf, softening)
             loss = terms["pixel"] + self.weights["consistency"] * terms.get("consistency", 0.0)
         variables = self.net.trainable_variables
-        self.opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        grads = tape.gradient(loss, variables)
+        self.opt.apply_gradients(zip(grads, variables, strict=True))
         return {"loss": loss, **terms}
 
     def _gan_step(self, x, y, coarse, variance, psf, softening):
@@ -308,7 +341,7 @@ class _Trainer:
             p = self.net(x, training=True)
             # One pass over real and generated patches together.
             both = self.features(tf.concat([y, p], axis=0), training=True)
-            real, fake = zip(*(tf.split(f, 2, axis=0) for f in both))
+            real, fake = zip(*(tf.split(f, 2, axis=0) for f in both), strict=True)
             d_loss = losses.discriminator_loss(real[-1], fake[-1])
             content = (self.vgg(p, y) if self.vgg
                        else losses.feature_matching_loss(real[:-1], fake[:-1]))
@@ -319,8 +352,9 @@ class _Trainer:
                 loss += w["pixel"] * terms["pixel"]
                 loss += w["consistency"] * terms.get("consistency", 0.0)
         g_vars, d_vars = self.net.trainable_variables, self.disc.trainable_variables
-        self.opt.apply_gradients(zip(g_tape.gradient(loss, g_vars), g_vars))
-        self.d_opt.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        g_grads, d_grads = g_tape.gradient(loss, g_vars), d_tape.gradient(d_loss, d_vars)
+        self.opt.apply_gradients(zip(g_grads, g_vars, strict=True))
+        self.d_opt.apply_gradients(zip(d_grads, d_vars, strict=True))
         return {"loss": loss, **terms, "d_loss": d_loss}
 
     def learning_rate(self):
@@ -353,7 +387,7 @@ class _Trainer:
 
 
 def _psnr(pred, target):
-    """Mean over patches of 10 log10(range**2 / MSE), the range of each target patch (asinh scale)."""
+    """Mean over patches of 10 log10(range**2 / MSE), range = each target patch's max - min."""
     axes = tuple(range(1, target.ndim))
     rng = target.max(axis=axes) - target.min(axis=axes)
     mse = np.mean((pred - target) ** 2, axis=axes)
@@ -372,8 +406,8 @@ def _run(trainer, data, rng, state, loop, ckpt, csv_path, progress):
         for step in range(state["step"] + 1, steps + 1):
             terms = trainer.step(data.batch(loop["batch_size"], rng))
             if not math.isfinite(terms["loss"]):
-                raise FloatingPointError(f"training diverged at step {step} (loss {terms['loss']}): "
-                                         "lower the learning rate")
+                raise FloatingPointError(f"training diverged at step {step} "
+                                         f"(loss {terms['loss']}): lower the learning rate")
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -420,6 +454,10 @@ class _Checkpoints:
 
     def __init__(self, directory, config, stage, *, keep=2):
         self.directory, self.config, self.stage, self.keep = Path(directory), config, stage, keep
+
+    def exists(self):
+        """Whether the directory holds a complete checkpoint."""
+        return bool(self._all())
 
     def _all(self):
         return sorted(self.directory.glob("ckpt-*.json")) if self.directory.is_dir() else []
@@ -518,7 +556,7 @@ def _software():
 
 
 def _python_command(call):
-    """``astrosr.training.train(...)`` with this call's non-default arguments (arrays summarised)."""
+    """``astrosr.training.train(...)`` with this call's non-default arguments."""
     import inspect
 
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
@@ -538,4 +576,4 @@ def _python_command(call):
 
 
 def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
