@@ -1,7 +1,9 @@
 """astrosr: sharper, finer-sampled images of the sky from telescope data.
 
 The top level is kept light: NumPy, SciPy and Astropy only. TensorFlow, Dask
-and matplotlib are imported by the functions that need them, on first use.
+and matplotlib are imported by the functions that need them, on first use:
+``astrosr.SRGAN`` and ``astrosr.SRModel`` load `astrosr.models` (and Keras)
+when first looked up (PEP 562).
 """
 
 __version__ = "0.1.0"
@@ -10,4 +12,20 @@ from . import psf, simulate  # noqa: E402  (light modules)
 from .fusion import fuse  # noqa: E402
 from .registration import register, register_stack  # noqa: E402
 
-__all__ = ["__version__", "psf", "simulate", "register", "register_stack", "fuse"]
+__all__ = ["__version__", "psf", "simulate", "register", "register_stack", "fuse", "SRGAN",
+           "SRModel"]
+
+#: Names served lazily from subpackages that import heavy dependencies.
+_LAZY = {"SRGAN": "models", "SRModel": "models"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -38,7 +38,7 @@ def test_missing_file_gives_one_line_and_nonzero_exit(tmp_path):
     assert "no such FITS file" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["demo", "register", "info"])
+@pytest.mark.parametrize("command", ["demo", "register", "train", "info"])
 def test_help(command):
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "--help"])

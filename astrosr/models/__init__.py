@@ -1,0 +1,34 @@
+"""Keras networks for super-resolution.
+
+`build_generator` and `build_discriminator` make the SRGAN networks,
+`build_srcnn` and `build_vdsr` the baselines; `SRModel` / `SRGAN` hold a
+network with its model card; `astrosr.models.transform` is the intensity
+transform they all work on. Only `transform` (NumPy) is imported with the
+package: the Keras names load Keras on first use (PEP 562), so data
+preparation works without TensorFlow.
+"""
+
+from . import transform
+
+__all__ = ["transform", "build_generator", "build_discriminator", "discriminator_features",
+           "build_srcnn", "build_vdsr", "SRModel", "SRGAN", "available_models", "ARCHITECTURES",
+           "DEFAULT_MODEL"]
+
+_LAZY = {
+    "build_generator": "srgan", "build_discriminator": "srgan", "discriminator_features": "srgan",
+    "build_srcnn": "baselines", "build_vdsr": "baselines",
+    "SRModel": "model", "SRGAN": "model", "available_models": "model", "ARCHITECTURES": "model",
+    "DEFAULT_MODEL": "model",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,172 @@
+"""SRGAN generator and discriminator (Ledig et al. 2017), for astronomical images.
+
+All networks of `astrosr.models` share one convention: a coarse patch on the
+intensity-transformed scale (`astrosr.models.transform.forward`) goes in, a
+patch ``scale`` times finer on the same scale comes out, and the network
+learns the residual from the bicubic upsampling of its input. Because the
+transform is applied to fluxes per *coarse* pixel area (fine fluxes times
+``scale**2``), a smooth sky has the same values on both grids and the bicubic
+path is already a good answer; the network adds what bicubic cannot.
+"""
+
+import keras
+from keras import layers, ops
+
+from ._layers import PixelShuffle, bicubic, check_positive_int, check_scale, conv, prelu, small_init
+
+__all__ = ["build_generator", "build_discriminator", "discriminator_features"]
+
+
+def build_generator(scale=4, *, n_blocks=8, filters=32, batch_norm=False, channels=1):
+    """The SRGAN generator (SRResNet): residual blocks and sub-pixel upsampling.
+
+    Layout (Ledig et al. 2017, Fig. 4): conv 9x9 + PReLU; ``n_blocks``
+    residual blocks (conv 3x3 - [BN] - PReLU - conv 3x3 - [BN], plus the
+    block's input); conv 3x3 - [BN] plus the trunk's input (global skip);
+    ``log2(scale)`` sub-pixel steps (conv 3x3 to ``4 * filters`` channels,
+    `PixelShuffle` by 2, PReLU); a linear conv 9x9. Its output is added to the
+    bicubic upsampling of the input, so the network learns a residual.
+
+    Batch normalisation is off by default. Astronomical patches are mostly
+    sky with a few sources thousands of times brighter: the statistics of a
+    training batch are dominated by whichever bright sources it happens to
+    hold, so BN rescales the features of faint structure by an amount that
+    depends on the rest of the batch, and its running averages used at
+    inference (on whole images, with other source counts) differ from the
+    batch statistics it was trained with, which distorts bright sources and
+    shifts photometry. EDSR (Lim et al. 2017) removed BN from the SRResNet for
+    the same kind of reason (BN limits the range of the features) and
+    gained accuracy and memory.
+
+    Parameters
+    ----------
+    scale : {1, 2, 4}
+        Upsampling factor. 1 makes a same-grid refinement network (no
+        sub-pixel step).
+    n_blocks : int
+        Residual blocks (16 in the paper).
+    filters : int
+        Feature channels (64 in the paper).
+    batch_norm : bool
+        Put batch normalisation after the convolutions of the blocks, as in
+        the paper (see above why not by default).
+    channels : int
+        Image channels (1 for one band).
+
+    Returns
+    -------
+    keras.Model
+        Input ``(batch, h, w, channels)`` of any size, output
+        ``(batch, scale*h, scale*w, channels)``, both on the asinh scale.
+    """
+    scale = check_scale(scale)
+    n_blocks = check_positive_int(n_blocks, "n_blocks", minimum=0)
+    filters = check_positive_int(filters, "filters")
+    inp = keras.Input((None, None, check_positive_int(channels, "channels")), name="coarse")
+    head = prelu("head_prelu")(conv(filters, 9, "head_conv")(inp))
+    x = head
+    for i in range(n_blocks):
+        x = _residual_block(x, filters, batch_norm, f"block{i}")
+    x = conv(filters, 3, "trunk_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name="trunk_bn")(x)
+    x = layers.Add(name="global_skip")([x, head])
+    for i in range(scale.bit_length() - 1):
+        x = conv(4 * filters, 3, f"up{i}_conv")(x)
+        x = prelu(f"up{i}_prelu")(PixelShuffle(2, name=f"up{i}_shuffle")(x))
+    residual = conv(channels, 9, "tail_conv", kernel_initializer=small_init())(x)
+    out = layers.Add(name="fine")([residual, bicubic(inp, scale)])
+    return keras.Model(inp, out, name=f"srresnet_x{scale}")
+
+
+def _residual_block(x, filters, batch_norm, name):
+    h = conv(filters, 3, f"{name}_conv1")(x)
+    if batch_norm:
+        h = layers.BatchNormalization(name=f"{name}_bn1")(h)
+    h = prelu(f"{name}_prelu")(h)
+    h = conv(filters, 3, f"{name}_conv2")(h)
+    if batch_norm:
+        h = layers.BatchNormalization(name=f"{name}_bn2")(h)
+    return layers.Add(name=f"{name}_add")([x, h])
+
+
+def build_discriminator(patch_size, *, filters=32, n_levels=4, dense_units=None, batch_norm=False,
+                        channels=1):
+    """The SRGAN discriminator: strided convolutions and a dense head.
+
+    ``n_levels`` levels of two conv 3x3 + LeakyReLU(0.2) (the second with
+    stride 2, halving the image), doubling the channels from ``filters`` at
+    each level; then a dense layer + LeakyReLU(0.2) and one logit ("real"
+    when positive). The LeakyReLU at the end of each level is named
+    ``feature<i>``: `discriminator_features` reads them for feature matching.
+
+    Parameters
+    ----------
+    patch_size : int
+        Side of the (fine, square) patches it judges; the dense head fixes it.
+    filters : int
+        Channels of the first level (64 in the paper).
+    n_levels : int
+        Stride-2 levels (4 in the paper).
+    dense_units : int, optional
+        Width of the dense layer (default ``4 * filters``; 1024 in the paper).
+    batch_norm : bool
+        Batch normalisation after all convolutions but the first.
+    channels : int
+        Image channels.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(batch, patch_size, patch_size, channels)`` on the asinh
+        scale, output ``(batch, 1)`` logits.
+    """
+    n_levels = check_positive_int(n_levels, "n_levels")
+    filters = check_positive_int(filters, "filters")
+    patch_size = check_positive_int(patch_size, "patch_size", minimum=2 ** n_levels)
+    dense_units = check_positive_int(dense_units or 4 * filters, "dense_units")
+    inp = keras.Input((patch_size, patch_size, check_positive_int(channels, "channels")),
+                      name="fine")
+    x = inp
+    for level in range(n_levels):
+        width = filters * 2 ** level
+        for stride in (1, 2):
+            x = conv(width, 3, f"d{level}_conv{stride}", strides=stride)(x)
+            if batch_norm and (level, stride) != (0, 1):
+                x = layers.BatchNormalization(name=f"d{level}_bn{stride}")(x)
+            name = f"feature{level}" if stride == 2 else None
+            x = layers.Activation(leaky_relu, name=name)(x)
+    x = layers.Flatten()(x)
+    x = layers.Activation(leaky_relu)(layers.Dense(dense_units, name="dense")(x))
+    out = layers.Dense(1, name="logit")(x)
+    return keras.Model(inp, out, name="discriminator")
+
+
+@keras.saving.register_keras_serializable(package="astrosr")
+def leaky_relu(x):
+    """LeakyReLU with slope 0.2, as ``max(x, 0.2 x)``.
+
+    Written with ``maximum`` rather than TensorFlow's LeakyRelu op, whose
+    graph fusion fails (harmlessly, but with an error message) when two
+    gradient tapes go through the discriminator, as in a GAN step.
+    """
+    return ops.maximum(x, 0.2 * x)
+
+
+def discriminator_features(discriminator):
+    """A model sharing ``discriminator``'s weights that returns its level features and logit.
+
+    Parameters
+    ----------
+    discriminator : keras.Model
+        Made by `build_discriminator`.
+
+    Returns
+    -------
+    keras.Model
+        Outputs ``[feature0, ..., feature<n-1>, logit]``.
+    """
+    names = sorted((lay.name for lay in discriminator.layers if lay.name.startswith("feature")),
+                   key=lambda n: int(n[len("feature"):]))
+    outputs = [discriminator.get_layer(n).output for n in names] + [discriminator.output]
+    return keras.Model(discriminator.input, outputs, name="discriminator_features")
