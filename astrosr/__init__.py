@@ -10,9 +10,10 @@ __version__ = "0.1.0"
 
 from . import psf, simulate  # noqa: E402  (light modules)
 from .fusion import fuse  # noqa: E402
+from .inference import enhance  # noqa: E402  (imports Keras only when called)
 from .registration import register, register_stack  # noqa: E402
 
-__all__ = ["__version__", "psf", "simulate", "register", "register_stack", "fuse", "SRGAN",
+__all__ = ["__version__", "psf", "simulate", "register", "register_stack", "fuse", "enhance", "SRGAN",
            "SRModel"]
 
 #: Names served lazily from subpackages that import heavy dependencies.

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.modeling import functional_models as fm
 from scipy import fft, ndimage
 
-__all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf"]
+__all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf", "estimate_psf"]
 
 #: Sub-samples per fine pixel used to integrate analytic profiles.
 _OVERSAMPLE = 5
@@ -260,3 +260,74 @@ def _check_scale(scale):
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     return int(scale)
+
+
+def estimate_psf(ccd, *, fwhm_guess=3.0, snr=20.0, max_stars=50, box=11):
+    """A Gaussian PSF fitted to the isolated stars of an image.
+
+    Stars are found with `photutils.detection.DAOStarFinder` above ``snr``
+    times the sky noise, away from the edges and from each other; each is
+    fitted with a 2-D Gaussian plus a constant (`astropy.modeling`), and the
+    median width, corrected for integration over the pixels (``sigma**2 -
+    1/12``), gives the PSF.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.NDData` or array
+        The image (input pixels).
+    fwhm_guess : float
+        FWHM for the star finder, in pixels.
+    snr : float
+        Detection threshold in sky-noise sigma.
+    max_stars : int
+        The brightest isolated stars fitted.
+    box : int
+        Odd side of the fitted cutouts.
+
+    Returns
+    -------
+    GaussianPSF
+
+    Raises
+    ------
+    ValueError
+        If fewer than 3 usable stars are found.
+    """
+    from astropy.modeling import fitting, models
+    from astropy.stats import sigma_clipped_stats
+    from photutils.detection import DAOStarFinder
+
+    data = np.asarray(getattr(ccd, "data", ccd), dtype=float)
+    mask = ~np.isfinite(data)
+    if getattr(ccd, "mask", None) is not None:
+        mask |= np.asarray(ccd.mask, dtype=bool)
+    _, median, std = sigma_clipped_stats(data, mask=mask)
+    sub = np.where(mask, 0.0, data - median)
+    found = DAOStarFinder(fwhm=fwhm_guess, threshold=snr * std)(sub, mask=mask)
+    if found is None or len(found) < 3:
+        raise ValueError("estimate_psf: fewer than 3 stars found; pass a PSF instead")
+    x, y = np.asarray(found["xcentroid"]), np.asarray(found["ycentroid"])
+    half = box // 2
+    ny, nx = data.shape
+    dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) + np.eye(len(x)) * 1e9
+    keep = ((x > half + 1) & (x < nx - half - 2) & (y > half + 1) & (y < ny - half - 2)
+            & (dist.min(axis=1) > box))
+    order = np.argsort(-np.asarray(found["flux"]))
+    sigmas = []
+    fitter = fitting.LevMarLSQFitter()
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    for i in [k for k in order if keep[k]][:max_stars]:
+        cy, cx = int(round(y[i])), int(round(x[i]))
+        cut = sub[cy - half:cy + half + 1, cx - half:cx + half + 1]
+        if mask[cy - half:cy + half + 1, cx - half:cx + half + 1].any():
+            continue
+        g = models.Gaussian2D(cut.max(), x[i] - cx, y[i] - cy, 1.0, 1.0) + models.Const2D(0.0)
+        fit = fitter(g, xx, yy, cut)
+        sx, sy = abs(fit.x_stddev_0.value), abs(fit.y_stddev_0.value)
+        if 0.3 < sx < half and 0.3 < sy < half:
+            sigmas.append(np.sqrt(sx * sy))
+    if len(sigmas) < 3:
+        raise ValueError("estimate_psf: fewer than 3 isolated stars could be fitted; "
+                         "pass a PSF instead")
+    sigma2 = np.median(sigmas) ** 2 - 1.0 / 12.0
+    return GaussianPSF(float(np.sqrt(max(sigma2, 0.05))))

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from astrosr import psf
+from astrosr import psf, simulate
+from astrosr.psf import GaussianPSF
 
 from .conftest import centroid
 
@@ -77,3 +78,20 @@ def test_normalize_option_and_bad_parameters():
         psf.GaussianPSF(1.0).kernel(2.5)
     with pytest.raises(TypeError, match="psf is required"):
         psf.as_psf(None)
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5])
+def test_estimate_psf_recovers_the_width_from_stars(sigma):
+    from astrosr.psf import estimate_psf
+
+    truth = simulate.make_sky((384, 384), n_stars=50, n_galaxies=0, nebula=False,
+                              star_flux=(5e3, 2e5), seed=3)
+    frame = simulate.observe(truth, n_frames=1, scale=4, psf=GaussianPSF(sigma), seed=4).frames[0]
+    assert estimate_psf(frame).sigma == pytest.approx(sigma, rel=0.05)
+
+
+def test_estimate_psf_needs_stars():
+    from astrosr.psf import estimate_psf
+
+    with pytest.raises(ValueError, match="fewer than 3 stars"):
+        estimate_psf(np.random.default_rng(0).normal(size=(64, 64)))

@@ -143,6 +143,18 @@ class SRModel:
         y = keras.ops.convert_to_numpy(y)
         return inverse(y[0, :, :, 0], s) / np.float32(self.scale ** 2)
 
+    def enhance(self, ccd, *, psf=None, tile=128, overlap=32, consistency="observation",
+                ensemble=True, max_iter=100):
+        """Super-resolve an image with this model, held to the data.
+
+        See `astrosr.enhance` for the parameters and what each consistency
+        mode guarantees.
+        """
+        from ..inference import enhance
+
+        return enhance(ccd, self, psf=psf, tile=tile, overlap=overlap, consistency=consistency,
+                       ensemble=ensemble, max_iter=max_iter)
+
     # ------------------------------------------------------------------ files
 
     def save(self, path, *, overwrite=False):

@@ -1,0 +1,94 @@
+"""Tiled inference held to the data, with a tiny untrained network (fast)."""
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.nddata import CCDData
+from astropy.wcs import WCS
+
+pytest.importorskip("tensorflow")
+
+import astrosr  # noqa: E402
+from astrosr import simulate  # noqa: E402
+from astrosr.psf import GaussianPSF  # noqa: E402
+
+S = 4
+
+
+@pytest.fixture(scope="module")
+def model():
+    from astrosr.models import SRModel
+
+    return SRModel("srresnet", scale=S, n_blocks=1, filters=8)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    truth = simulate.make_sky((256, 256), n_stars=50, n_galaxies=1, nebula=True,
+                              star_flux=(5e3, 2e5), seed=1)
+    stack = simulate.observe(truth, n_frames=1, scale=S, psf=GaussianPSF(1.2), seed=2)
+    f = stack.frames[0]
+    f.data = f.data - 100.0
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [10.0, 20.0]
+    w.wcs.crpix = [10.0, 12.0]
+    w.wcs.cdelt = [-1e-4, 1e-4]
+    f.wcs = w
+    return f
+
+
+def test_tiles_leave_no_seams(model, frame):
+    whole = model.enhance(frame, tile=1000, overlap=0, consistency=None, ensemble=False)
+    tiled = model.enhance(frame, tile=16, overlap=16, consistency=None, ensemble=False)
+    assert np.abs(tiled.data - whole.data).max() <= 1e-4 * np.abs(whole.data).max()
+
+
+def test_pixel_consistency_keeps_every_pixel_sum(model, frame):
+    out = model.enhance(frame, consistency="pixel", ensemble=False)
+    sums = out.data.reshape(64, S, 64, S).sum(axis=(1, 3))
+    np.testing.assert_allclose(sums, frame.data, rtol=1e-5, atol=1e-5 * np.abs(frame.data).max())
+
+
+def test_observation_consistency_reproduces_the_input(model, frame):
+    out = model.enhance(frame, psf=GaussianPSF(1.2))
+    assert out.meta["CHI2RED"] <= 1.3
+    history = "".join(out.meta["HISTORY"])
+    assert "consistency=observation" in history and "srresnet-x4" in history
+    assert out.unit == frame.unit and out.shape == (S * 64, S * 64)
+    assert np.all(out.uncertainty.array[~out.mask] > 0)
+    # No light created or lost: observed again, the output has the frame's flux.
+    again = simulate.render(out.data, [[0.0, 0.0]], scale=S, psf=GaussianPSF(1.2), edge="reflect")[0]
+    inner = (slice(4, -4), slice(4, -4))
+    assert again[inner].sum() == pytest.approx(frame.data[inner].sum(), rel=0.005)
+
+
+def test_wcs_masks_and_nans(model, frame):
+    f = frame.copy()
+    f.mask = np.zeros(f.shape, bool)
+    f.mask[5, 7] = True
+    f.data[30, 31] = np.nan
+    out = model.enhance(f, consistency="pixel", ensemble=False)
+    assert out.mask[S * 5:S * 6, S * 7:S * 8].all() and out.mask[S * 30:S * 31, S * 31:S * 32].all()
+    assert out.mask.sum() == 2 * S * S
+    assert np.all(np.isfinite(out.data))
+    x, y = np.array([3.0, 20.0, 40.0]), np.array([5.0, 33.0, 12.0])
+    a = frame.wcs.pixel_to_world(x, y)
+    b = out.wcs.pixel_to_world(S * (x + 0.5) - 0.5, S * (y + 0.5) - 0.5)
+    assert np.max(a.separation(b).arcsec) < 1e-6
+
+
+def test_psf_is_estimated_from_stars_when_not_given(model, frame):
+    out = model.enhance(frame, ensemble=False)
+    assert "fitted to stars" in "".join(out.meta["HISTORY"])
+
+
+def test_bad_arguments(model, frame):
+    with pytest.raises(ValueError, match="consistency must be one of"):
+        model.enhance(frame, consistency="exact")
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+        astrosr.enhance(frame, model="nope")
+    with pytest.raises(ValueError, match="2-D"):
+        astrosr.enhance(np.ones((2, 8, 8)), model=model)
+    with pytest.raises(ValueError, match="no usable pixel"):
+        astrosr.enhance(CCDData(np.full((16, 16), np.nan), unit=u.electron), model=model)
