@@ -247,9 +247,25 @@ def test_reconstruct_beats_drizzle_and_stops_at_the_noise(shifts):
                        psf=stack.psf, reject=False)
     drz = astrosr.fuse(stack.frames, stack.shifts, scale=S, pixfrac=0.7, reject=False)
     assert psnr(rec, truth, margin=8) > psnr(drz, truth, margin=8) + 3.0
-    assert rec.meta["CHI2RED"] <= 1.0 + 3 * np.sqrt(2 / (len(shifts) * 32 * 32)) + 1e-4
-    assert "stop=discrepancy" in "".join(rec.meta["HISTORY"])
+    assert "stop=converged" in "".join(rec.meta["HISTORY"])
     assert np.all(rec.data >= 0)
+    # The discrepancy principle stops as soon as the data are reproduced.
+    early = astrosr.fuse(stack.frames, stack.shifts, scale=S, method="reconstruct",
+                         psf=stack.psf, reject=False, stop="discrepancy")
+    assert early.meta["CHI2RED"] <= 1.0 + 3 * np.sqrt(2 / (len(shifts) * 32 * 32)) + 1e-4
+    assert "stop=discrepancy" in "".join(early.meta["HISTORY"])
+    assert rec.meta["CHI2RED"] < early.meta["CHI2RED"]
+
+
+def test_uncertainty_keeps_the_input_class(shifts):
+    from astropy.nddata import StdDevUncertainty
+
+    frames = _noise_free_frames(_compact_sky(64), shifts)
+    for f in frames:
+        f.uncertainty = StdDevUncertainty(np.full(f.shape, 2.0))
+    out = astrosr.fuse(frames, shifts, scale=S, reject=False)
+    assert isinstance(out.uncertainty, StdDevUncertainty)
+    assert np.all(out.uncertainty.array[~out.mask] > 0)
 
 
 def test_cosmic_rays_do_not_survive(noisy_stack):
