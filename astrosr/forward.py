@@ -115,19 +115,20 @@ class ObservationOperator:
         """
         spec = fft.fft2(np.asarray(image, dtype=self._real), workers=-1)
         spec *= self._otf_sq if squared else self._otf
-        out = np.empty((len(self),) + self.shape_padded, dtype=self._real)
+        folded = np.empty((len(self),) + self.shape_padded, dtype=spec.dtype)
         for i, (ry, rx) in enumerate(self._ramps):
-            out[i] = fft.ifft2(self._fold(spec, ry, rx), workers=-1).real
-        return out
+            folded[i] = self._fold(spec, ry, rx)
+        return fft.ifft2(folded, axes=(-2, -1), workers=-1).real
 
     def adjoint(self, cube, *, squared=False):
         """Adjoint of `forward`: padded coarse cube -> padded fine image."""
         s = self.scale
         total = np.zeros(self.fine_shape, dtype=self._otf.dtype)
-        for c, (ry, rx) in zip(cube, self._ramps):
-            spec = fft.fft2(np.asarray(c, dtype=self._real), workers=-1)
+        specs = fft.fft2(np.asarray(cube, dtype=self._real), axes=(-2, -1), workers=-1)
+        for spec, (ry, rx) in zip(specs, self._ramps):
             # Replicating the coarse spectrum is the adjoint of folding its aliases.
-            total += np.tile(spec, (s, s)) * np.conj(ry)[:, None] * np.conj(rx)[None, :]
+            half = np.tile(spec, (1, s)) * np.conj(rx)[None, :]
+            total += np.tile(half, (s, 1)) * np.conj(ry)[:, None]
         otf = self._otf_sq if squared else self._otf
         return fft.ifft2(total * np.conj(otf), workers=-1).real
 
