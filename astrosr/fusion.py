@@ -320,7 +320,7 @@ def _drizzle_frames(data, weight, var, shifts, out_shape, scale, pixfrac):
         den += (ox @ (oy @ w).T).T
         if v is not None:
             oy2, ox2 = oy.multiply(oy), ox.multiply(ox)
-            vnum += (ox2 @ (oy2 @ np.where(w > 0, w * w * v, 0.0)).T).T
+            vnum += (ox2 @ (oy2 @ (w * w * np.where(w > 0, v, 0.0))).T).T
     return num, den, vnum
 
 
