@@ -92,3 +92,15 @@ def test_bad_arguments(model, frame):
         astrosr.enhance(np.ones((2, 8, 8)), model=model)
     with pytest.raises(ValueError, match="no usable pixel"):
         astrosr.enhance(CCDData(np.full((16, 16), np.nan), unit=u.electron), model=model)
+
+
+def test_shipped_model_loads_offline_and_enhances(frame):
+    from astrosr.models import SRModel, available_models
+
+    assert "srresnet-x4" in available_models()
+    model = SRModel.pretrained("srresnet-x4")  # sha256 checked on load
+    assert model.card["weights"]["sha256"] and model.card["training"]["steps"] > 0
+    small = frame[:32, :32]
+    out = astrosr.enhance(small, psf=GaussianPSF(1.2), ensemble=False)
+    assert out.shape == (4 * 32, 4 * 32) and out.meta["CHI2RED"] <= 1.3
+    assert model.card["weights"]["sha256"][:16] in "".join(out.meta["HISTORY"])
