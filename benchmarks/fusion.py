@@ -118,6 +118,27 @@ def with_cosmic_rays(stack, rate, seed):
     return frames, np.array(maps)
 
 
+def bench_image(name, runs, log):
+    rows = {(m, k): [] for m in METHODS for k in ("true", "registered")}
+    for run in range(runs):
+        truth = make_truth(name, seed=run)
+        blurred = simulate.render(truth, [[0.0, 0.0]], scale=1, psf=PSF.kernel(SCALE))[0]
+        stack = observed(truth, seed=run)
+        true = np.column_stack([stack.shifts["dx"].value, stack.shifts["dy"].value])
+        reg = astrosr.register_stack(stack.frames)
+        # Registered shifts are relative to frame 0: put them on the true reference.
+        measured = np.column_stack([reg["dx"].value, reg["dy"].value]) + true[0]
+        for kind, shifts in (("true", true), ("registered", measured)):
+            for method, (image, sec) in run_methods(stack, shifts).items():
+                rows[(method, kind)].append(dict(
+                    psnr=psnr(image, truth, margin=MARGIN),
+                    psnr_blur=psnr(image, blurred, margin=MARGIN),
+                    flux=flux_ratio(image, truth, margin=MARGIN), sec=sec))
+        log(f"  {name} run {run}: " + ", ".join(
+            f"{m} {rows[(m, 'true')][-1]['psnr']:.2f} dB" for m in METHODS))
+    return rows
+
+
 def masked_like(frames, rejected):
     """Copies of ``frames`` with ``rejected`` as their masks."""
     out = []
