@@ -128,6 +128,19 @@ def test_pixel_loss_terms():
     assert np.isfinite(float(losses.pixel_loss(tf.constant([1e3]), t)["pixel"]))
 
 
+def test_block_flux_term_keeps_stars_not_their_exact_pixel():
+    star = np.zeros((1, 16, 16, 1), np.float32)
+    star[0, 3, 3, 0] = 5.0
+    moved = np.roll(star, 1, axis=2)  # one fine pixel over, same 8x8 block
+    erased = np.zeros_like(star)
+    lin = {name: float(losses.pixel_loss(tf.constant(x), tf.constant(star))["l1_linear"])
+           for name, x in (("moved", moved), ("erased", erased))}
+    assert lin["moved"] == pytest.approx(0.0, abs=1e-6)
+    assert lin["erased"] == pytest.approx(np.sinh(5.0) / 64 / 4, rel=1e-5)
+    per_pixel = losses.pixel_loss(tf.constant(moved), tf.constant(star), flux_block=1)
+    assert float(per_pixel["l1_linear"]) > 0
+
+
 def test_loss_decreases_on_a_fixed_batch(pairs):
     keras.utils.set_random_seed(0)
     model = SRGAN(2, **TINY)

@@ -19,14 +19,20 @@ def _sinh(y):
     return tf.sinh(tf.clip_by_value(y, -_SINH_GUARD, _SINH_GUARD))
 
 
-def pixel_loss(pred, target, *, linear_weight=1.0):
-    """L1 on the asinh scale plus ``linear_weight`` x L1 on the linear scale.
+def pixel_loss(pred, target, *, linear_weight=1.0, flux_block=8):
+    """L1 on the asinh scale plus ``linear_weight`` x L1 of block fluxes on the linear scale.
 
-    The linear term is ``mean |sinh(pred) - sinh(target)|``: flux differences
+    The linear term is the mean ``|mean(sinh(pred)) - mean(sinh(target))|``
+    over ``flux_block x flux_block`` blocks of fine pixels: flux differences
     in units of the softening (the sky noise). The asinh term weighs faint
-    structure; the linear term makes the network get the flux of bright,
-    extended emission right, which the compressed asinh scale underweights
-    (an earlier experiment found it worth +1.5 dB on nebulae).
+    structure; the linear term makes the network keep the flux of bright
+    sources. It compares blocks, not pixels: an L1 loss regresses to the
+    per-pixel median, and around a point source the truth is zero in almost
+    every pixel, so a per-pixel linear L1 teaches the network to erase stars
+    (measured: the stage-1 network trained that way kept 31% of a star
+    field's flux); the flux of a block is well determined, so its L1 keeps
+    it. ``flux_block=1`` gives the per-pixel term. Tensors that are not
+    ``(batch, h, w, 1)`` with ``h, w >= flux_block`` use single pixels.
 
     Returns
     -------
@@ -34,7 +40,12 @@ def pixel_loss(pred, target, *, linear_weight=1.0):
         ``{"l1_asinh", "l1_linear", "pixel"}`` scalars (``pixel`` the sum).
     """
     l1 = tf.reduce_mean(tf.abs(pred - target))
-    lin = tf.reduce_mean(tf.abs(_sinh(pred) - _sinh(target)))
+    lp, lt = _sinh(pred), _sinh(target)
+    b = int(flux_block)
+    if b > 1 and len(pred.shape) == 4 and min(pred.shape[1], pred.shape[2]) >= b:
+        lp = tf.nn.avg_pool2d(lp, b, b, "VALID")
+        lt = tf.nn.avg_pool2d(lt, b, b, "VALID")
+    lin = tf.reduce_mean(tf.abs(lp - lt))
     return {"l1_asinh": l1, "l1_linear": lin, "pixel": l1 + linear_weight * lin}
 
 
