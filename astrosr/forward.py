@@ -22,7 +22,7 @@ at or above the Nyquist rate of the fine grid.
 """
 
 import numpy as np
-from scipy import fft
+from scipy import fft, signal
 
 from .psf import as_psf
 
@@ -154,7 +154,7 @@ def _transfer(kernel, shape, scale, squared=False):
     is the kernel ``g[t] = 1`` for ``t = -(s-1) .. 0``.
     """
     box = np.ones((scale, scale))
-    full = _convolve_small(kernel, box)
+    full = signal.convolve2d(kernel, box, mode="full")
     if squared:
         full = full ** 2
     arr = np.zeros(shape)
@@ -164,12 +164,6 @@ def _transfer(kernel, shape, scale, squared=False):
     cy = kernel.shape[0] // 2 + scale - 1
     cx = kernel.shape[1] // 2 + scale - 1
     return fft.fft2(np.roll(arr, (-cy, -cx), axis=(0, 1)), workers=-1)
-
-
-def _convolve_small(a, b):
-    from scipy.signal import convolve2d
-
-    return convolve2d(a, b, mode="full")
 
 
 def _fast_multiple(n, s):

@@ -40,6 +40,7 @@ of the frames on the fine grid, so a cosmic ray in one frame cannot hide.
 """
 
 import time
+import warnings
 
 import numpy as np
 from astropy import units as u
@@ -256,8 +257,9 @@ def _check_scale(scale, *, integer):
 def _per_frame(value, n, name):
     if value is None:
         return np.zeros(n)
-    arr = np.broadcast_to(np.asarray(value, dtype=float), (n,)) if np.ndim(value) == 0 \
-        else np.asarray(value, dtype=float)
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be one finite number or one per frame ({n})")
     return arr
@@ -356,7 +358,7 @@ def _drizzle_stack(stack, scale, pixfrac, weights, reject, kappa, psf, snap):
 
 def _median_model(stack, scale, shifts):
     """Robust first model: the median of the frames replicated onto the fine grid."""
-    scale = int(round(scale)) if scale == int(scale) else int(np.ceil(scale))
+    scale = int(np.ceil(scale))
     out_shape = tuple(n * scale for n in stack.shape)
     snapped = np.round(shifts * scale) / scale
     singles = np.full((len(stack),) + out_shape, np.nan)
@@ -365,11 +367,9 @@ def _median_model(stack, scale, shifts):
         num, den, _ = _drizzle_frames(stack.data[i:i + 1], g[None], [None], snapped[i:i + 1],
                                       out_shape, scale, 1.0)
         singles[i] = np.where(den > 0.5, num / np.where(den > 0, den, 1.0), np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns off the field
-            model = np.nanmedian(singles, axis=0) / scale ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels off the field
+        model = np.nanmedian(singles, axis=0) / scale ** 2
     return np.nan_to_num(model), scale, np.isfinite(model)
 
 
@@ -453,9 +453,10 @@ class _PoissonNoise:
         self.background = np.zeros(len(stack))
         for i, (d, v, g) in enumerate(zip(stack.data, stack.var, stack.good)):
             self.gain[i], self.background[i] = _variance_line(d[g], v[g])
-        if np.any(background != 0):
+        given = np.any(background != 0)
+        if given:
             self.background = np.asarray(background, dtype=float)
-        self.source = "background=" if np.any(background != 0) else "variance vs data fit"
+        self.source = "background=" if given else "variance vs data fit"
 
 
 def _variance_line(data, var):

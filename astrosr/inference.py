@@ -33,7 +33,8 @@ from astropy.nddata import CCDData, NDData, VarianceUncertainty
 from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
-from .nddata import add_history, frame_arrays, rescale_wcs, white_noise_variance
+from .fusion import _estimated_variance
+from .nddata import add_history, frame_arrays, rescale_wcs
 from .psf import GaussianPSF, as_psf
 
 __all__ = ["enhance", "CONSISTENCY_MODES"]
@@ -94,7 +95,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     if not good.any():
         raise ValueError("ccd has no usable pixel (all masked, NaN or inf)")
     if var is None:
-        var = np.where(good, _white_variance(data, good), np.inf)
+        var = np.where(good, _estimated_variance(data, good), np.inf)
     _, level, _ = sigma_clipped_stats(data[good])
     filled = _fill(data - level, good)
     mean, spread = _network(model, filled, int(tile), int(overlap), ensemble)
@@ -132,11 +133,6 @@ def _as_ccd(ccd):
     if arr.ndim != 2:
         raise ValueError(f"ccd must be a 2-D image, got shape {arr.shape}")
     return CCDData(arr, unit=u.dimensionless_unscaled)
-
-
-def _white_variance(data, good):
-    var = white_noise_variance(data, good)
-    return var if var > 0 else 1.0
 
 
 def _fill(data, good):
