@@ -1,59 +1,199 @@
 """The ``astrosr`` command (also ``python -m astrosr``).
 
-Subcommands so far: ``demo`` (simulate a dithered stack of the Hubble Deep
-Field and register it), ``register`` (shifts of a stack of FITS frames),
-``train`` (train a super-resolution network, needs the ``gan`` extra) and
-``info`` (versions). Fusion, enhancement and the pipeline join them as they land.
+Subcommands: ``demo`` (the whole pipeline on a simulated stack of the Hubble
+Deep Field, with a figure), ``register`` (shifts of a stack of FITS frames),
+``stack`` (register and fuse), ``enhance`` (one image, x4, by a network held
+to the data), ``pipeline`` (register, fuse, refine), ``train`` (train a
+network; needs the ``gan`` extra), ``evaluate`` (metrics against a truth
+image) and ``info`` (versions and shipped models).
+
+Exit status: 0 success; 2 bad input or usage (a missing file, a non-image
+HDU, frames of two sizes...); 3 the output exists (pass ``--overwrite``);
+4 an optional dependency is missing. Errors are one line on stderr, and no
+output file is left behind by a failed run.
 """
 
 import argparse
 import os
 import shlex
 import sys
-import time
-
+from pathlib import Path
 import numpy as np
+from astropy.units import UnitsError
 
 __all__ = ["main"]
 
 
 def _demo(args):
-    from . import psf as psf_models
-    from . import register_stack, simulate
-    from ._data import hubble_deep_field
+    from ._demo import run_demo
 
-    truth = hubble_deep_field(size=args.size)
-    stack = simulate.observe(truth, n_frames=args.frames, scale=4, psf=psf_models.GaussianPSF(1.2),
-                             sky=100.0, read_noise=5.0, seed=args.seed)
-    print(f"Simulated {len(stack)} frames of {stack.frames[0].shape[1]}x{stack.frames[0].shape[0]} "
-          "pixels (Hubble Deep Field truth, scale 4, Gaussian PSF sigma 1.2 px).")
-    start = time.perf_counter()
-    table = register_stack(stack.frames)
-    elapsed = time.perf_counter() - start
-    true = np.column_stack([stack.shifts["dx"].value, stack.shifts["dy"].value])
-    est = np.column_stack([table["dx"].value, table["dy"].value])
-    err = np.column_stack([table["dx_err"].value, table["dy_err"].value])
-    print(f"{'frame':>5} {'dx true':>9} {'dx est':>9} {'dy true':>9} {'dy est':>9} {'error':>7}")
-    for i in range(len(table)):
-        print(f"{i:5d} {true[i, 0]:9.4f} {est[i, 0]:9.4f} {true[i, 1]:9.4f} {est[i, 1]:9.4f} "
-              f"{err[i, 0]:7.4f}")
-    rms = np.sqrt(np.mean((est[1:] - true[1:]) ** 2))
-    print(f"RMS error {rms:.4f} px, median stated error {np.median(err[1:]):.4f} px, "
-          f"{1000 * elapsed / len(table):.0f} ms per frame.")
+    run_demo(args.out, size=args.size, n_frames=args.frames, seed=args.seed,
+             overwrite=args.overwrite, say=_say(args))
+    return 0
+
+
+def _say(args):
+    """print, or nothing with --quiet."""
+    return (lambda *a, **k: None) if getattr(args, "quiet", False) else print
+
+
+def _check_output(path, overwrite):
+    """Refuse before any work: an existing file without --overwrite, or a missing folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    return path
+
+
+def _psf_arg(text):
+    """``--psf``: "estimate", gaussian:SIGMA, moffat:FWHM[,BETA] (input pixels) or a FITS file."""
+    from . import psf as psf_models
+
+    if text is None or text == "estimate":
+        return text
+    kind, _, params = text.partition(":")
+    if kind in ("gaussian", "moffat") and params:
+        try:
+            values = [float(v) for v in params.split(",")]
+        except ValueError:
+            raise ValueError(f"--psf {text}: the parameters must be numbers") from None
+        return psf_models.GaussianPSF(*values) if kind == "gaussian" else psf_models.MoffatPSF(*values)
+    return text  # a FITS file, read by the pipeline
+
+
+def _frames_arg(paths):
+    """One pattern stays a pattern (expanded by as_frames); several paths are a list."""
+    return paths[0] if len(paths) == 1 and any(c in paths[0] for c in "*?[") else list(paths)
+
+
+def _shifts(args, frames):
+    from astropy.table import Table
+
+    from . import register_stack
+
+    if args.shifts:
+        return Table.read(args.shifts)
+    return register_stack(frames, reference=args.reference)
+
+
+def _stack(args):
+    from . import fuse
+    from .nddata import as_frames, write_fits
+    from .psf import estimate_stack_psf, read_psf
+
+    out = _check_output(args.output, args.overwrite)
+    say = _say(args)
+    frames = as_frames(_frames_arg(args.frames), hdu=args.hdu)
+    say(f"[astrosr] registering {len(frames)} frames...")
+    shifts = _shifts(args, frames)
+    psf = _psf_arg(args.psf)
+    if psf == "estimate" or (psf is None and args.method == "reconstruct"):
+        say("[astrosr] estimating the PSF from the stars of the stack...")
+        psf = estimate_stack_psf(frames, shifts, scale=args.scale)
+    elif isinstance(psf, str):
+        psf = read_psf(psf, scale=args.scale)
+    say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
+    result = fuse(frames, shifts, scale=args.scale, method=args.method, pixfrac=args.pixfrac,
+                  psf=psf, reject={"auto": "auto", "on": True, "off": False}[args.reject])
+    write_fits(result, out, overwrite=args.overwrite)
+    say(f"Wrote {out} ({result.shape[1]}x{result.shape[0]}, {args.method}"
+        + (f", chi2_red {result.meta['CHI2RED']:.3f}" if "CHI2RED" in result.meta else "") + ")")
+    return 0
+
+
+def _enhance(args):
+    from . import enhance
+    from .nddata import as_frames, write_fits
+    from .psf import read_psf
+
+    out = _check_output(args.output, args.overwrite)
+    (ccd,) = as_frames([args.image], hdu=args.hdu)
+    psf = _psf_arg(args.psf)
+    psf = read_psf(psf, scale=4) if isinstance(psf, str) and psf != "estimate" else \
+        (None if psf == "estimate" else psf)
+    consistency = None if args.consistency == "none" else args.consistency
+    _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
+    result = enhance(ccd, model=args.model, psf=psf, consistency=consistency, tile=args.tile,
+                     ensemble=args.ensemble)
+    write_fits(result, out, overwrite=args.overwrite)
+    _say(args)(f"Wrote {out} ({result.shape[1]}x{result.shape[0]})"
+               + (f", chi2_red {result.meta['CHI2RED']:.3f}" if "CHI2RED" in result.meta else ""))
+    return 0
+
+
+def _pipeline(args):
+    from .nddata import as_frames, write_fits
+    from .pipeline import MultiFrameSR
+
+    out = _check_output(args.output, args.overwrite)
+    frames = as_frames(_frames_arg(args.frames), hdu=args.hdu)
+    shifts = _shifts(args, frames) if args.shifts else None
+    refine = None if args.refine == "none" else args.refine
+    sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine,
+                      psf=_psf_arg(args.psf), reference=args.reference, ensemble=args.ensemble,
+                      progress=not args.quiet)
+    result = sr.run(frames, shifts=shifts)
+    write_fits(result, out, overwrite=args.overwrite)
+    _say(args)(f"Wrote {out} ({result.shape[1]}x{result.shape[0]}), chi2_red "
+               f"{result.meta.get('CHI2RED', float('nan')):.3f}; "
+               + ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items()))
+    return 0
+
+
+def _evaluate(args):
+    import json
+
+    from . import metrics
+    from .nddata import as_frames
+
+    (image,) = as_frames([args.image], hdu=args.hdu)
+    (truth,) = as_frames([args.truth], hdu=args.truth_hdu)
+    if image.shape != truth.shape:
+        raise ValueError(f"image {image.shape} and truth {truth.shape} must be on the same grid")
+    est, ref = np.nan_to_num(np.asarray(image.data, float)), np.asarray(truth.data, float)
+    stars = metrics.isolated_stars(ref, radius=args.radius)
+    result = {"psnr_db": metrics.psnr(est, ref, margin=args.margin),
+              "ssim": metrics.ssim(est, ref, margin=args.margin),
+              "flux_ratio": metrics.flux_ratio(est, ref, margin=args.margin),
+              "n_stars": len(stars),
+              "photometric_error": metrics.photometric_error(est, ref, stars, radius=args.radius),
+              "fwhm_px": metrics.fwhm(est, stars) if len(stars) else float("nan"),
+              "fwhm_truth_px": metrics.fwhm(ref, stars) if len(stars) else float("nan")}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:<18} {v:.4f}" if isinstance(v, float) else f"{k:<18} {v}")
     return 0
 
 
 def _register(args):
     from . import register_stack
 
-    table = register_stack(args.frames, reference=args.reference, hdu=args.hdu)
+    out = _check_output(args.output, args.overwrite) if args.output else None
+    table = register_stack(_frames_arg(args.frames), reference=args.reference, hdu=args.hdu)
     for col in ("dx", "dy", "dx_err", "dy_err", "flux_ratio", "chi2"):
         table[col].info.format = ".5f"
-    if args.output:
-        table.write(args.output, overwrite=args.overwrite)
-    else:
+    if out is None:
         table.pprint_all()
+        return 0
+    # Written under a temporary name and renamed: a failure leaves no partial file.
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    try:
+        table.write(tmp, format=_table_format(out))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return 0
+
+
+def _table_format(path):
+    """astropy's format name for a table file's suffix (ECSV unless FITS, CSV, ...)."""
+    suffix = path.suffix.lower()
+    return {".fits": "fits", ".fit": "fits", ".csv": "ascii.csv", ".txt": "ascii.fixed_width",
+            ".dat": "ascii.fixed_width", ".html": "html", ".tex": "latex"}.get(suffix, "ascii.ecsv")
 
 
 def _train(args):
@@ -113,37 +253,187 @@ def _train_model(args, SRModel):
 
 def _info(args):
     import astropy
+    import photutils
     import scipy
+    import skimage
 
     from . import __version__
 
+    models = Path(__file__).parent / "data"  # not models.model: that would start TensorFlow
+
     print(f"astrosr {__version__}")
-    for name, mod in (("numpy", np), ("scipy", scipy), ("astropy", astropy)):
+    for name, mod in (("numpy", np), ("scipy", scipy), ("astropy", astropy),
+                      ("photutils", photutils), ("scikit-image", skimage)):
         print(f"  {name} {mod.__version__}")
+    for name in ("tensorflow", "keras", "dask"):
+        print(f"  {name} {_version(name)}")
+    print(f"Shipped models ({models}):")
+    for card in _cards(models):
+        print("  " + card)
     return 0
 
 
+def _version(name):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name if name != "tensorflow" else _tf_dist())
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _tf_dist():
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            version(dist)
+            return dist
+        except PackageNotFoundError:
+            continue
+    return "tensorflow"
+
+
+def _cards(folder):
+    """One line per shipped model card (read as JSON: no TensorFlow needed)."""
+    import json
+
+    lines = []
+    for path in sorted(folder.glob("*.json")):
+        card = json.loads(path.read_text())
+        arch, train = card.get("architecture", {}), card.get("training") or {}
+        lines.append(f"{path.stem}: {arch.get('architecture')} x{arch.get('scale')} "
+                     f"({arch.get('n_blocks', arch.get('depth', '?'))} blocks x "
+                     f"{arch.get('filters')} filters), {train.get('steps', '?')} steps "
+                     f"({train.get('stage', '?')} stage), sha256 "
+                     f"{card.get('weights', {}).get('sha256', '?')[:16]}")
+    return lines or ["none"]
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="astrosr", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="astrosr", description="astrosr: sharper, "
+                                     "finer-sampled images of the sky from telescope data.",
+                                     epilog="run 'astrosr COMMAND --help' for a command's options")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="simulate and register a dithered stack (no data needed)",
-                          epilog="example: astrosr demo --frames 16 --seed 1")
-    demo.add_argument("--frames", type=int, default=16, help="frames in the stack (default 16)")
-    demo.add_argument("--size", type=int, default=512, help="truth size in fine pixels (default 512)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.set_defaults(func=_demo)
-    reg = sub.add_parser("register", help="sub-pixel shifts of a stack of FITS frames",
-                         epilog="example: astrosr register frame*.fits -o shifts.ecsv")
-    reg.add_argument("frames", nargs="+", help="FITS files (the first is the reference)")
+    _demo_parser(sub)
+    reg = _command(sub, "register", "sub-pixel shifts of a stack of FITS frames",
+                   "astrosr register frame*.fits -o shifts.ecsv")
+    reg.add_argument("frames", nargs="+", help="FITS files or a quoted glob (the first is the "
+                                               "reference unless --reference)")
     reg.add_argument("--reference", type=int, default=0, help="index of the reference frame")
     reg.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
     reg.add_argument("-o", "--output", help="write the table (ECSV, FITS...) instead of printing")
     reg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     reg.set_defaults(func=_register)
+    _stack_parser(sub)
+    _enhance_parser(sub)
+    _pipeline_parser(sub)
     _train_parser(sub)
-    info = sub.add_parser("info", help="versions of astrosr and its dependencies")
-    info.set_defaults(func=_info)
+    _evaluate_parser(sub)
+    _command(sub, "info", "versions of astrosr and its dependencies, shipped models",
+             "astrosr info").set_defaults(func=_info)
     return parser
+
+
+def _command(sub, name, text, example):
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                          epilog="example: " + example,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _demo_parser(sub):
+    demo = _command(sub, "demo", "the whole pipeline on a simulated stack of the Hubble Deep "
+                    "Field (no data or network needed)",
+                    "astrosr demo --out astrosr-demo\n  then open astrosr-demo/demo.png")
+    demo.add_argument("--out", default="astrosr-demo",
+                      help="folder for the frames, results and figure (default astrosr-demo)")
+    demo.add_argument("--frames", type=int, default=16, help="frames in the stack (default 16)")
+    demo.add_argument("--size", type=int, default=512,
+                      help="truth size in fine pixels (default 512: frames of 128x128)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--overwrite", action="store_true", help="replace the demo's files in --out")
+    demo.add_argument("--quiet", action="store_true", help="print nothing")
+    demo.set_defaults(func=_demo)
+
+
+def _common_output(p):
+    p.add_argument("-o", "--output", required=True,
+                   help="output FITS (primary: data; UNCERT, MASK and WHT extensions)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
+def _common_stack(p):
+    p.add_argument("frames", nargs="+", help="FITS frames, or a quoted glob such as 'f*.fits'")
+    p.add_argument("--scale", type=int, default=4, help="output pixels per input pixel (default 4)")
+    p.add_argument("--reference", type=int, default=0, help="index of the reference frame")
+    p.add_argument("--shifts", help="table of known shifts (dx, dy columns, e.g. from astrosr "
+                                    "register) instead of registering")
+    p.add_argument("--psf", default=None,
+                   help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
+                        "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
+    _common_output(p)
+
+
+def _stack_parser(sub):
+    st = _command(sub, "stack", "register and fuse a stack onto a finer grid",
+                  "astrosr stack 'raw/frame_*.fits' --method reconstruct -o fused.fits\n"
+                  "  astrosr stack f*.fits --method drizzle --pixfrac 0.7 -o drizzled.fits")
+    _common_stack(st)
+    st.add_argument("--method", choices=["reconstruct", "drizzle", "shift_and_add"],
+                    default="reconstruct", help="fusion method (default reconstruct)")
+    st.add_argument("--pixfrac", type=float, default=1.0, help="drizzle drop size (default 1)")
+    st.add_argument("--reject", choices=["auto", "on", "off"], default="auto",
+                    help="outlier (cosmic-ray) rejection (default auto: on for 3+ frames)")
+    st.set_defaults(func=_stack)
+
+
+def _enhance_parser(sub):
+    en = _command(sub, "enhance", "super-resolve one image (x4) with a network held to the data",
+                  "astrosr enhance image.fits -o image_x4.fits\n"
+                  "  astrosr enhance image.fits --consistency pixel -o image_x4.fits")
+    en.add_argument("image", help="FITS image")
+    en.add_argument("--model", default="srresnet-x4", help="shipped model name or saved model "
+                                                           "stem (default srresnet-x4)")
+    en.add_argument("--psf", default=None, help="as for 'stack'; default: fitted to the stars "
+                                                "of the image, else the model card's")
+    en.add_argument("--consistency", choices=["observation", "pixel", "none"],
+                    default="observation", help="how the output is held to the input "
+                                                "(default observation)")
+    en.add_argument("--tile", type=int, default=128, help="tile side, input pixels (default 128)")
+    en.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
+                    help="average the 8 flips/rotations (default yes)")
+    _common_output(en)
+    en.set_defaults(func=_enhance)
+
+
+def _pipeline_parser(sub):
+    pl = _command(sub, "pipeline", "register, fuse, refine and hold to the data (MultiFrameSR)",
+                  "astrosr pipeline 'raw/frame_*.fits' -o sr.fits\n"
+                  "  astrosr pipeline f*.fits --psf gaussian:1.2 --refine none -o fused.fits")
+    _common_stack(pl)
+    pl.add_argument("--fusion", choices=["reconstruct", "drizzle", "shift_and_add"],
+                    default="reconstruct", help="fusion method (default reconstruct)")
+    pl.add_argument("--refine", default="refine-x1",
+                    help="scale-1 refinement model, or 'none' (default refine-x1)")
+    pl.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=False,
+                    help="8-fold self-ensemble of the refinement (default no)")
+    pl.set_defaults(func=_pipeline)
+
+
+def _evaluate_parser(sub):
+    ev = _command(sub, "evaluate", "metrics of an image against a truth on the same grid",
+                  "astrosr evaluate astrosr-demo/pipeline.fits --truth astrosr-demo/truth.fits")
+    ev.add_argument("image", help="FITS image to score")
+    ev.add_argument("--truth", required=True, help="FITS truth on the same grid")
+    ev.add_argument("--hdu", default=None, help="HDU of the image (default: first image HDU)")
+    ev.add_argument("--truth-hdu", default=None, help="HDU of the truth")
+    ev.add_argument("--margin", type=int, default=16, help="edge pixels left out (default 16)")
+    ev.add_argument("--radius", type=float, default=16.0,
+                    help="photometry aperture radius, pixels (default 16)")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=_evaluate)
 
 
 def _train_parser(sub):
@@ -197,16 +487,27 @@ def _train_parser(sub):
     tr.set_defaults(func=_train)
 
 
+#: Exit status of each kind of failure (see the module notes).
+EXIT_CODES = ((FileExistsError, 3), (ImportError, 4),
+              ((ValueError, TypeError, OSError, UnitsError), 2))
+
+
 def main(argv=None):
     """Entry point of the ``astrosr`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    if getattr(args, "hdu", None) is not None and str(args.hdu).lstrip("-").isdigit():
+        args.hdu = int(args.hdu)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"astrosr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        for kinds, code in EXIT_CODES:
+            if isinstance(exc, kinds):
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                print(f"astrosr {args.command}: error: {message}", file=sys.stderr)
+                return code
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,7 @@ _REJECTION_PSF = GaussianPSF(0.5)
 
 def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weights=None,
          reject="auto", kappa=5.0, background=None, stop="converged", tol=None, max_iter=1000,
-         hdu=None):
+         start=None, hdu=None):
     """Fuse registered frames onto a grid ``scale`` times finer.
 
     Parameters
@@ -128,6 +128,14 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
         Tolerance of the stopping rule (see ``stop``).
     max_iter : int
         Reconstruct: safety cap on Richardson-Lucy iterations.
+    start : array_like or NDData, optional
+        Reconstruct: the first iterate, an image of the output grid (shape
+        ``scale`` times the frames', in the output's units), for example a
+        refined image; negative pixels are raised to a small floor (the
+        iterations keep zeros at zero) and the image is scaled so that,
+        observed, it has the frames' total flux. With ``stop="discrepancy"``
+        the result is the first iterate from ``start`` that reproduces the
+        frames within their noise. Default: a flat image.
     hdu : int or str, optional
         HDU to read when ``frames`` are paths.
 
@@ -161,7 +169,7 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
         psf = as_psf(psf, oversampling=scale)
         image, var, weight, info = _reconstruct(stack, scale, psf, reject, kappa,
                                                 _per_frame(background, len(stack), "background"),
-                                                stop, tol, max_iter)
+                                                stop, tol, max_iter, start)
     else:
         if method == "shift_and_add":
             pixfrac = 1.0
@@ -398,10 +406,12 @@ def _local_spread(cube):
 # --------------------------------------------------------------------------- reconstruct
 
 
-def _reconstruct(stack, scale, psf, reject, kappa, background, stop, tol, max_iter):
+def _reconstruct(stack, scale, psf, reject, kappa, background, stop, tol, max_iter, start):
     op = ObservationOperator(stack.shape, stack.shifts, scale=scale, psf=psf, single=True)
     noise = _PoissonNoise(stack, background)
     good, image = _clean_mask(stack, op, noise, kappa) if reject else (stack.good, None)
+    if start is not None:
+        image = _start_image(op, _start_array(start, op, stack.unit), stack, good)
     image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter, stop=stop)
     info["rejected"] = stack.good & ~good
     fisher = op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)), squared=True)
@@ -523,6 +533,33 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
     info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source,
             "change": change}
     return x, info
+
+
+def _start_array(start, op, unit):
+    """``start=`` as a per-pixel array of the output grid's unpadded field."""
+    a = np.asarray(getattr(start, "data", start), dtype=float)
+    expected = tuple(op.scale * n for n in op.shape)
+    if a.shape != expected:
+        raise ValueError(f"start must have the output grid's shape {expected}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("start has NaN or inf pixels: fill them first")
+    return a / op.scale ** 2 if _surface_brightness(unit) else a
+
+
+def _start_image(op, fine, stack, good):
+    """A positive first iterate on the padded grid from an image of the field.
+
+    Richardson-Lucy keeps zeros at zero, so pixels are raised to a small
+    floor; the unobserved margin starts at the image's mean level. Raising
+    negative noise adds light, so the start is scaled to give, observed, the
+    frames' total flux (which the iterations then keep).
+    """
+    floor = 1e-3 * max(float(np.mean(np.abs(fine))), 1e-12)
+    start = np.full(op.fine_shape, max(float(np.mean(fine)), floor))
+    o = op.margin * op.scale
+    start[o:o + fine.shape[0], o:o + fine.shape[1]] = np.clip(fine, floor, None)
+    predicted = op.crop_frames(op.forward(start))
+    return start * np.sum(stack.data[good]) / max(float(np.sum(predicted[good])), 1e-300)
 
 
 def _observed(op, good, norm=None):

@@ -149,11 +149,12 @@ def _fill(data, good):
 # --------------------------------------------------------------------------- network
 
 
-def _network(model, image, tile, overlap, ensemble):
+def _network(model, image, tile, overlap, ensemble, softening=None):
     """Mean and variance over the self-ensemble of the tiled network output."""
     from .models.transform import noise_sigma
 
-    softening = noise_sigma(image)  # one value for the whole image, so tiles agree
+    if softening is None:
+        softening = noise_sigma(image)  # one value for the whole image, so tiles agree
     outs = []
     for k in range(8 if ensemble else 1):
         flip, rot = divmod(k, 4)
@@ -204,20 +205,11 @@ def _choose_psf(psf, ccd, model, scale):
 def _observation_consistency(fine, data, var, good, scale, psf, max_iter):
     """Richardson-Lucy from the network's output until the data are reproduced."""
     from .forward import ObservationOperator
-    from .fusion import _PoissonNoise, _richardson_lucy
+    from .fusion import _PoissonNoise, _richardson_lucy, _start_image
 
     stack = _SingleFrame(data, var, good)
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
-    # RL keeps zeros at zero: start from a small positive floor. The margin
-    # (no network output there) starts at the mean level.
-    floor = 1e-3 * max(float(np.mean(np.abs(fine))), 1e-12)
-    start = np.full(op.fine_shape, max(float(np.mean(fine)), floor))
-    o = op.margin * scale
-    start[o:o + fine.shape[0], o:o + fine.shape[1]] = np.clip(fine, floor, None)
-    # Clipping the network's negative noise adds light: rescale the start so
-    # that, observed, it has the data's total (RL then keeps it).
-    predicted = op.crop_frames(op.forward(start))[0]
-    start *= np.sum(data[good]) / max(float(np.sum(predicted[good])), 1e-300)
+    start = _start_image(op, fine, stack, good[None])
     image, info = _richardson_lucy(op, stack, good[None], _PoissonNoise(stack, np.zeros(1)),
                                    start, None, max_iter)
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),

@@ -26,7 +26,7 @@ def test_register_fits_files_to_a_table(tmp_path, extended_sky):
     table = Table.read(out)
     np.testing.assert_allclose(table["dx"], stack.shifts["dx"].value, atol=0.05)
     # Never over an existing file without --overwrite.
-    assert cli.main(["register", *paths, "-o", str(out)]) == 2
+    assert cli.main(["register", *paths, "-o", str(out)]) == 3
     assert cli.main(["register", *paths, "-o", str(out), "--overwrite"]) == 0
 
 

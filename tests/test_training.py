@@ -259,12 +259,12 @@ def test_cli_train_end_to_end(tmp_path):
     assert model.config["n_blocks"] == 1
 
 
-def test_cli_train_bad_input_exits_2(tmp_path, capsys):
+def test_cli_train_bad_input_exits_2_and_existing_output_3(tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path / "none.fits"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such FITS file or directory" in err
     (tmp_path / "out.json").write_text("{}")
-    assert cli.main(["train", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "out"), "--quiet"]) == 3
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["train", "--init", str(tmp_path / "m"), "--blocks", "2"]) == 2
     assert "cannot be combined with --init" in capsys.readouterr().err

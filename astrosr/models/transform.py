@@ -14,7 +14,7 @@ of the data.
 
 import numpy as np
 
-__all__ = ["forward", "inverse", "noise_sigma"]
+__all__ = ["forward", "inverse", "noise_sigma", "stack_softening"]
 
 #: 1 / Phi^-1(3/4): MAD to Gaussian sigma.
 _MAD_TO_SIGMA = 1.482602218505602
@@ -91,6 +91,32 @@ def noise_sigma(image):
     finite = np.abs(a[np.isfinite(a)])
     peak = finite.max() if finite.size else 0.0
     return float(1e-6 * peak) if peak > 0 else 1.0
+
+
+def stack_softening(frames, scale):
+    """Softening for an image fused from a stack: its expected noise per fine pixel.
+
+    A fused (above all a deconvolved) image's own pixel noise depends on the
+    fusion, so the scale is set by the frames instead: a frame pixel's noise
+    ``sigma`` (`noise_sigma` of each frame, median over frames) spread over
+    ``scale**2`` fine pixels and averaged over the ``n`` frames that cover
+    each of them, ``sigma / (scale**2 * sqrt(n))``, the noise of a drizzled
+    image. The refinement network sees its input on this scale at training
+    and at inference alike.
+
+    Parameters
+    ----------
+    frames : sequence of 2-D arrays
+        The sky-subtracted frames of the stack.
+    scale : float
+        Fine pixels per frame pixel.
+
+    Returns
+    -------
+    float
+    """
+    sigma = float(np.median([noise_sigma(f) for f in frames]))
+    return sigma / (scale ** 2 * np.sqrt(len(frames)))
 
 
 def _check_softening(softening):

@@ -43,7 +43,7 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
           images=None, paths=None, include_hdf=True, n_synthetic=8, degradation=None,
           loss_weights=None, vgg19_weights=None, seed=0, checkpoint_dir=None,
           checkpoint_every=500, resume=True, csv=None, steps_per_epoch=100, n_val=32,
-          threads=None, progress=True, command=None):
+          threads=None, progress=True, command=None, pairs=None):
     """Train a super-resolution network; return it with its model card filled in.
 
     Parameters
@@ -115,6 +115,12 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     command : str, optional
         The command line that reproduces this run, for the model card
         (the ``astrosr train`` command fills it in).
+    pairs : `~astrosr.training.fused.FusedPairs`, optional
+        Ready-made pairs to crop batches from instead of observing truths on
+        the fly: fused images of simulated stacks and their truths, for the
+        scale-1 refinement network of `astrosr.MultiFrameSR`. The last
+        ``n_val`` pairs are held out for validation; ``images``, ``paths``
+        and ``degradation`` do not apply.
 
     Returns
     -------
@@ -132,8 +138,11 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
     keras.utils.set_random_seed(seed)
     model = _resolve_model(model, scale, model_options)
-    data = _Data(images, paths, include_hdf, n_synthetic, seed, model.scale, patch,
-                 degradation or Degradation(), _check_int(n_val, "n_val"))
+    if pairs is not None:
+        data = _PairData(pairs, model.scale, patch, _check_int(n_val, "n_val"))
+    else:
+        data = _Data(images, paths, include_hdf, n_synthetic, seed, model.scale, patch,
+                     degradation or Degradation(), _check_int(n_val, "n_val"))
     lr = {"initial": float(learning_rate), "schedule": lr_schedule,
           "final_fraction": float(final_lr_fraction), "decay_steps": steps}
     trainer = _Trainer(model, stage, weights, lr, vgg19_weights, patch)
@@ -255,6 +264,35 @@ class _Data:
     def batch(self, n, rng):
         return training_pairs(self.train_images, n, scale=self.scale, patch=self.patch,
                               degradation=self.deg, seed=rng)
+
+
+class _PairData:
+    """Ready-made pairs (`FusedPairs`): held-out validation crops and random training crops."""
+
+    def __init__(self, pairs, scale, patch, n_val):
+        if scale != pairs.scale:
+            raise ValueError(f"the pairs are for a scale-{pairs.scale} model, got a scale-{scale} one")
+        self.pairs, val_pairs = pairs.split(max(1, min(n_val // 4, len(pairs) // 5)))
+        self.patch, self.scale = patch, scale
+        self.val = val_pairs.batch(n_val, patch, VAL_SEED)
+        self.val_xy = self.val.network_arrays()
+        self.described = [{"source": "astrosr.training.fused.FusedPairs", "n": len(pairs),
+                           **pairs.meta}]
+        self.validation = f"crops of the last {len(val_pairs)} pairs, never trained on"
+        self.deg = _Described(pairs.meta.get("degradation", {}))
+
+    def batch(self, n, rng):
+        return self.pairs.batch(n, self.patch, rng)
+
+
+class _Described:
+    """Stands in for a `Degradation` in the model card."""
+
+    def __init__(self, ranges):
+        self.ranges = ranges
+
+    def to_dict(self):
+        return dict(self.ranges)
 
 
 def _schedule(lr):

@@ -1,0 +1,266 @@
+"""The end-to-end multi-frame pipeline: register, fuse, refine, hold to the data.
+
+`MultiFrameSR` runs the steps an astronomer would otherwise chain by hand:
+
+1. **register** the frames (`astrosr.register_stack`), unless shifts are given;
+2. **PSF**: the one given, or an effective PSF built from the stars of the
+   stack (`astrosr.psf.estimate_stack_psf`, photutils' ePSF builder with the
+   pixel response removed);
+3. **fuse** onto the finer grid (`astrosr.fuse`, reconstruct by default, with
+   outlier rejection);
+4. **refine** the fused image on its own grid with a scale-1 generator
+   (``refine-x1``: the SRGAN residual architecture without upsampling,
+   trained on fused images of simulated stacks against their truths);
+5. **hold the result to the data** (``consistency="observation"``): the
+   refined image starts a multi-frame Richardson-Lucy fit that stops at the
+   first iterate reproducing every frame, at its own shift, through the PSF
+   and the input pixels, within its noise (the discrepancy principle). So the
+   network may sharpen, but cannot add or remove light the frames do not
+   allow; the reduced chi-square against the stack is written to ``CHI2RED``.
+
+Every step's parameters go into HISTORY.
+"""
+
+import time
+
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+
+from .fusion import _like_input, fuse
+from .nddata import add_history, as_frames, variance_of
+from .registration import register_stack
+
+__all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
+
+#: The shipped refinement network.
+DEFAULT_REFINE_MODEL = "refine-x1"
+
+FUSIONS = ("reconstruct", "drizzle", "shift_and_add")
+CONSISTENCY_MODES = ("observation", None)
+
+
+class MultiFrameSR:
+    """Multi-frame super-resolution: register, fuse, refine, consistent with the frames.
+
+    Parameters
+    ----------
+    scale : int
+        Output pixels per input pixel.
+    fusion : {"reconstruct", "drizzle", "shift_and_add"}
+        Fusion method (`astrosr.fuse`).
+    refine : str, `~astrosr.SRModel` or None
+        Scale-1 refinement network: a shipped model's name, the stem of a
+        saved model, a model, or None to stop after fusion.
+    psf : None, "estimate", `~astrosr.psf.PSF`, array or str
+        The PSF: None or ``"estimate"`` builds it from the stars of the stack
+        (`astrosr.psf.estimate_stack_psf`); an array is sampled on the output
+        grid (odd, centred); a string other than "estimate" is a FITS file
+        holding the PSF. Drizzle and shift-and-add use it only to judge
+        outliers; reconstruct and the consistency step need it.
+    reference : int
+        Index of the reference frame: the output is on its grid.
+    consistency : {"observation", None}
+        ``"observation"``: the refined image is held to the frames (see the
+        module notes). None: the raw network output (for study only).
+    pixfrac : float
+        Drizzle's drop size (``fusion="drizzle"``).
+    reject : {"auto", True, False}
+        Outlier rejection in the fusion.
+    ensemble : bool
+        Average the refinement over the 8 flips and rotations (8 times the
+        network's cost) and add their spread to the uncertainty.
+    tile, overlap : int
+        Tiles of the refinement network (fine pixels).
+    max_iter : int
+        Safety cap on the consistency iterations.
+    hdu : int or str, optional
+        HDU to read when the frames are FITS paths.
+    progress : bool
+        Print each step and its time.
+
+    Attributes
+    ----------
+    shifts_ : `~astropy.table.QTable`
+        The registration of the last `run`.
+    psf_ : `~astrosr.psf.PSF`
+        The PSF used by the last `run`.
+    fused_ : `~astropy.nddata.CCDData`
+        The fused image of the last `run` (before refinement).
+    timings_ : dict
+        Seconds spent in each step of the last `run`.
+
+    Examples
+    --------
+    >>> import astrosr
+    >>> sr = astrosr.MultiFrameSR(scale=4)            # doctest: +SKIP
+    >>> hr = sr.run("frames/*.fits")                  # doctest: +SKIP
+    >>> hr.meta["CHI2RED"], sr.shifts_                # doctest: +SKIP
+    """
+
+    def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
+                 reference=0, consistency="observation", pixfrac=1.0, reject="auto",
+                 ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False):
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if consistency not in CONSISTENCY_MODES:
+            raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got {consistency!r}")
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+        self.scale, self.fusion, self.refine, self.psf = int(scale), fusion, refine, psf
+        self.reference, self.consistency, self.pixfrac, self.reject = (reference, consistency,
+                                                                       pixfrac, reject)
+        self.ensemble, self.tile, self.overlap, self.max_iter = ensemble, tile, overlap, max_iter
+        self.hdu, self.progress = hdu, progress
+
+    def __repr__(self):
+        return (f"MultiFrameSR(scale={self.scale}, fusion={self.fusion!r}, "
+                f"refine={getattr(self.refine, 'name', self.refine)!r}, psf={self.psf!r})")
+
+    def run(self, frames, shifts=None):
+        """Run the pipeline on a stack.
+
+        Parameters
+        ----------
+        frames : list of CCDData/NDData/paths, glob pattern, or 3-D array
+            The dithered frames (`astrosr.nddata.as_frames`). Their sky may
+            or may not have been subtracted.
+        shifts : `~astropy.table.Table` with ``dx``, ``dy``, or array (n, 2), optional
+            Known shifts (frame pixels, DESIGN sign convention); default:
+            `astrosr.register_stack`.
+
+        Returns
+        -------
+        `~astropy.nddata.CCDData`
+            The image ``scale`` times finer on the reference frame's grid,
+            with uncertainty (the input's class), mask, ``weight``, WCS and
+            HISTORY of every step; ``CHI2RED`` is the reduced chi-square of
+            the frames against the returned image.
+        """
+        self.timings_ = {}
+        frames = as_frames(frames, hdu=self.hdu)
+        notes = []
+        with self._step("register"):
+            if shifts is None:
+                shifts = register_stack(frames, reference=self.reference)
+                notes.append(f"registered {len(frames)} frames with register_stack "
+                             f"(reference {self.reference})")
+            else:
+                notes.append("shifts given by the caller")
+            self.shifts_ = shifts
+        with self._step("psf"):
+            self.psf_, psf_note = _choose_psf(self.psf, frames, shifts, self.scale, self.hdu)
+            notes.append(f"PSF: {psf_note}")
+        with self._step("fuse"):
+            self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
+                               pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject)
+        if self.refine is None:
+            return self._finish(self.fused_, notes)
+        with self._step("refine"):
+            model = _load_model(self.refine)
+            refined, spread, note = _refine(self.fused_, frames, model, self.scale, self.tile,
+                                             self.overlap, self.ensemble)
+            notes.append(note)
+        if self.consistency is None:
+            out = self.fused_.copy()
+            out.data = refined
+            del out.meta["CHI2RED"]  # that of the fusion, not of this image
+            notes.append("consistency=None: the raw network output, not held to the data")
+            return self._finish(out, notes, spread)
+        with self._step("consistency"):
+            frames = _without_rejected(frames, self.fused_.rejected)
+            out = fuse(frames, shifts, scale=self.scale, method="reconstruct", psf=self.psf_,
+                       reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter)
+            out.rejected = self.fused_.rejected
+            out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
+            notes.append("fused: " + " ".join(self.fused_.meta["HISTORY"]))
+            notes.append(f"consistency=observation: Richardson-Lucy from the refined image "
+                         f"to chi2_red={out.meta['CHI2RED']:.3f} (discrepancy principle)")
+        return self._finish(out, notes, spread)
+
+    def _finish(self, out, notes, spread=None):
+        if spread is not None and out.uncertainty is not None:
+            # The self-ensemble's spread: the model's own scatter, added in variance.
+            out.uncertainty = _like_input(variance_of(out) + spread, out.uncertainty)
+        out.meta["PIPELINE"] = ("astrosr.MultiFrameSR", "astrosr pipeline")
+        if self.refine is not None:
+            out.meta["REFMODEL"] = (str(getattr(self.refine, "name", self.refine)),
+                                    "refinement network")
+        out.meta["CONSIST"] = (str(self.consistency), "consistency with the frames")
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings_.items())
+        for note in [f"astrosr.MultiFrameSR: {self!r}"] + notes + [f"timings: {steps}"]:
+            add_history(out.meta, note if note.startswith("astrosr") else
+                        f"astrosr.MultiFrameSR: {note}")
+        return out
+
+    def _step(self, name):
+        return _Timer(self, name)
+
+
+class _Timer:
+    """Times a step into ``timings_``; prints it with ``progress``."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        if self.owner.progress:
+            print(f"[astrosr] {self.name}...", flush=True)
+
+    def __exit__(self, *exc):
+        self.owner.timings_[self.name] = time.perf_counter() - self.start
+
+
+def _choose_psf(psf, frames, shifts, scale, hdu):
+    """The PSF to use, and a note saying where it came from."""
+    from . import psf as psf_models
+
+    if psf is None or (isinstance(psf, str) and psf == "estimate"):
+        est = psf_models.estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
+        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
+    if isinstance(psf, str) or hasattr(psf, "__fspath__"):
+        return psf_models.read_psf(psf, scale=scale), f"read from {psf}"
+    return psf_models.as_psf(psf, oversampling=scale), f"given ({psf!r})"
+
+
+def _load_model(refine):
+    from .models import SRModel, available_models
+
+    if isinstance(refine, SRModel):
+        model = refine
+    elif refine in available_models():
+        model = SRModel.pretrained(refine)
+    else:
+        model = SRModel.load(refine)
+    if model.scale != 1:
+        raise ValueError(f"the refinement model must work at scale 1 (same grid), "
+                         f"{model.name} is scale {model.scale}")
+    return model
+
+
+def _refine(fused, frames, model, scale, tile, overlap, ensemble):
+    """The network on the fused image (sky level removed and restored); mean, spread, note."""
+    from .inference import _fill, _network, _weights_hash
+    from .models.transform import stack_softening
+
+    good = ~np.asarray(fused.mask, dtype=bool) if fused.mask is not None else \
+        np.ones(fused.shape, bool)
+    data = np.asarray(fused.data, dtype=float)
+    _, level, _ = sigma_clipped_stats(data[good])
+    # The network saw the asinh of fused images on the scale of their frames' noise.
+    softening = stack_softening([f.data for f in frames], scale)
+    mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), ensemble,
+                            softening=softening)
+    note = (f"refined with {model.name} sha256={_weights_hash(model)[:16]} tile={tile} "
+            f"overlap={overlap} ensemble={'8-fold' if ensemble else 'off'}")
+    return np.where(good, mean + level, 0.0), (spread if ensemble else None), note
+
+
+def _without_rejected(frames, rejected):
+    """The frames with the fusion's rejected pixels masked."""
+    out = []
+    for f, r in zip(frames, rejected):
+        g = f.copy()
+        g.mask = r if f.mask is None else (np.asarray(f.mask, bool) | r)
+        out.append(g)
+    return out

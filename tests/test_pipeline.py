@@ -1,0 +1,119 @@
+"""MultiFrameSR: register -> fuse -> refine -> consistency with the frames."""
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.nddata import CCDData
+from astropy.wcs import WCS
+
+import astrosr
+from astrosr import metrics, psf, simulate
+
+PSF = psf.GaussianPSF(1.0)
+
+
+def _sky_wcs(shape):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
+    w.wcs.cdelt = [-0.1 / 3600, 0.1 / 3600]
+    return w
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """8 frames of 32x32 (scale 4) of a sky with a WCS, sky subtracted."""
+    truth = simulate.make_sky((128, 128), n_stars=12, n_galaxies=2, nebula=True,
+                              star_flux=(2e3, 5e4), seed=21)
+    truth[60:63, 70:73] = 0.0
+    truth[61, 71] = 3e5  # a bright isolated star for the astrometry check
+    ccd = CCDData(truth, unit=u.electron, wcs=_sky_wcs(truth.shape))
+    st = simulate.observe(ccd, n_frames=8, scale=4, psf=PSF, sky=50.0, read_noise=5.0, seed=22)
+    frames = []
+    for f in st.frames:
+        g = f.subtract(50.0 * u.electron, propagate_uncertainties=False)
+        g.uncertainty, g.mask, g.wcs = f.uncertainty, f.mask, f.wcs
+        frames.append(g)
+    return st, frames
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    pytest.importorskip("keras")
+    from astrosr.models import SRGAN
+
+    return SRGAN(scale=1, n_blocks=1, filters=4, name="tiny-x1")
+
+
+def test_without_refinement_the_pipeline_is_the_fusion(stack):
+    st, frames = stack
+    out = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None).run(frames)
+    shifts = astrosr.register_stack(frames)
+    ref = astrosr.fuse(frames, shifts, scale=4, method="reconstruct", psf=PSF)
+    np.testing.assert_allclose(out.data, ref.data, rtol=1e-10, atol=1e-10)
+    assert out.meta["PIPELINE"] == "astrosr.MultiFrameSR"
+
+
+def test_refined_output_is_held_to_every_frame(stack, tiny_model):
+    st, frames = stack
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=tiny_model)
+    out = sr.run(frames)
+    n_pix = sum(int(np.sum(~f.mask)) for f in frames)
+    assert out.meta["CHI2RED"] <= 1.0 + 3.0 * np.sqrt(2.0 / n_pix) + 1e-9
+    history = "".join(out.meta["HISTORY"])
+    for step in ("register_stack", "PSF: given", "fused: astrosr.fuse", "tiny-x1",
+                 "consistency=observation", "timings"):
+        assert step in history
+    assert set(sr.timings_) == {"register", "psf", "fuse", "refine", "consistency"}
+    assert out.shape == (128, 128) and out.uncertainty is not None
+    assert metrics.psnr(out, st.truth, margin=8) > metrics.psnr(sr.fused_, st.truth, margin=8) - 1
+
+
+def test_consistency_none_returns_the_raw_network(stack, tiny_model):
+    st, frames = stack
+    held = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=tiny_model).run(frames, shifts=st.shifts)
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=tiny_model, consistency=None)
+    raw = sr.run(frames, shifts=st.shifts)
+    history = "".join(raw.meta["HISTORY"])
+    assert "not held to the data" in history and "shifts given" in history
+    assert "CHI2RED" not in raw.meta and "register" in sr.timings_
+    assert not np.allclose(raw.data, held.data)
+
+
+def test_a_star_keeps_its_sky_position(stack):
+    """pixel_to_world of a star agrees before (the input frames' WCS) and after, within 0.05 px."""
+    st, frames = stack
+    out = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None).run(frames)
+    # Before: the star's position in the reference frame, through that frame's WCS (the
+    # star is at fine pixel (71, 61) of the truth: input pixel s(p + 0.5) - 0.5 inverted).
+    before = frames[0].wcs.pixel_to_world((71 + 0.5) / 4 - 0.5, (61 + 0.5) / 4 - 0.5)
+    assert before.separation(st.truth.wcs.pixel_to_world(71, 61)) < 1e-6 * u.arcsec
+    after = out.wcs.pixel_to_world(*_centroid(out.data, 71, 61, 8))
+    assert before.separation(after) < 0.05 * 0.4 * u.arcsec  # input pixels are 0.4"
+
+
+def _centroid(image, x, y, half):
+    x0, y0 = int(round(x)), int(round(y))
+    cut = image[y0 - half:y0 + half + 1, x0 - half:x0 + half + 1]
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    return x0 + (cut * xx).sum() / cut.sum(), y0 + (cut * yy).sum() / cut.sum()
+
+
+def test_refinement_model_must_keep_the_grid(stack):
+    pytest.importorskip("keras")
+    from astrosr.models import SRGAN
+
+    _, frames = stack
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=SRGAN(scale=2, n_blocks=1, filters=4))
+    with pytest.raises(ValueError, match="scale 1"):
+        sr.run(frames)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fusion": "median"}, "fusion must be one of"),
+    ({"consistency": "pixel"}, "consistency must be one of"),
+    ({"scale": 2.5}, "scale must be an integer"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        astrosr.MultiFrameSR(**kwargs)
