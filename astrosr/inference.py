@@ -57,8 +57,9 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         The image (per-pixel flux; surface-brightness units are handled as
         in `astrosr.fuse`). Its uncertainty, when present, sets the noise of
         the consistency step; otherwise the white noise is estimated.
-    model : str or `~astrosr.SRModel`
-        A shipped model's name (`astrosr.models.available_models`) or a model.
+    model : str, Path or `~astrosr.SRModel`
+        A shipped model's name (`astrosr.models.available_models`), a saved
+        model's stem, or a model.
     psf : `~astrosr.psf.PSF` or array, optional
         PSF for ``consistency="observation"`` (an array is sampled on the
         output grid). Default: a Gaussian fitted to the stars of the image
@@ -81,12 +82,11 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         input pixels), HISTORY (model name and weights sha256, consistency,
         PSF source), ``CHI2RED`` for ``"observation"``.
     """
-    from .models import SRModel
+    from .models import get_model
 
     if consistency not in CONSISTENCY_MODES:
         raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got {consistency!r}")
-    if not isinstance(model, SRModel):
-        model = SRModel.pretrained(model)
+    model = get_model(model)
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
     ccd = _as_ccd(ccd)

@@ -224,14 +224,9 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
 
 
 def _load_model(refine):
-    from .models import SRModel, available_models
+    from .models import get_model
 
-    if isinstance(refine, SRModel):
-        model = refine
-    elif refine in available_models():
-        model = SRModel.pretrained(refine)
-    else:
-        model = SRModel.load(refine)
+    model = get_model(refine)
     if model.scale != 1:
         raise ValueError(f"the refinement model must work at scale 1 (same grid), "
                          f"{model.name} is scale {model.scale}")

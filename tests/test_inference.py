@@ -78,6 +78,13 @@ def test_wcs_masks_and_nans(model, frame):
     assert np.max(a.separation(b).arcsec) < 1e-6
 
 
+def test_a_saved_model_is_found_by_its_stem(model, frame, tmp_path):
+    model.save(tmp_path / "mine")
+    a = astrosr.enhance(frame, model=str(tmp_path / "mine"), consistency=None, ensemble=False)
+    b = astrosr.enhance(frame, model=model, consistency=None, ensemble=False)
+    np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_psf_is_estimated_from_stars_when_not_given(model, frame):
     out = model.enhance(frame, ensemble=False)
     assert "fitted to stars" in "".join(out.meta["HISTORY"])
@@ -86,7 +93,7 @@ def test_psf_is_estimated_from_stars_when_not_given(model, frame):
 def test_bad_arguments(model, frame):
     with pytest.raises(ValueError, match="consistency must be one of"):
         model.enhance(frame, consistency="exact")
-    with pytest.raises(ValueError, match="unknown pretrained model 'nope'"):
+    with pytest.raises(FileNotFoundError, match="'nope' is neither a shipped model"):
         astrosr.enhance(frame, model="nope")
     with pytest.raises(ValueError, match="2-D"):
         astrosr.enhance(np.ones((2, 8, 8)), model=model)

@@ -11,14 +11,14 @@ preparation works without TensorFlow.
 from . import transform
 
 __all__ = ["transform", "build_generator", "build_discriminator", "discriminator_features",
-           "build_srcnn", "build_vdsr", "SRModel", "SRGAN", "available_models", "ARCHITECTURES",
-           "DEFAULT_MODEL"]
+           "build_srcnn", "build_vdsr", "SRModel", "SRGAN", "available_models", "get_model",
+           "ARCHITECTURES", "DEFAULT_MODEL"]
 
 _LAZY = {
     "build_generator": "srgan", "build_discriminator": "srgan", "discriminator_features": "srgan",
     "build_srcnn": "baselines", "build_vdsr": "baselines",
-    "SRModel": "model", "SRGAN": "model", "available_models": "model", "ARCHITECTURES": "model",
-    "DEFAULT_MODEL": "model",
+    "SRModel": "model", "SRGAN": "model", "available_models": "model", "get_model": "model",
+    "ARCHITECTURES": "model", "DEFAULT_MODEL": "model",
 }
 
 

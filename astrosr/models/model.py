@@ -278,6 +278,28 @@ class SRGAN(SRModel):
                          n_blocks=n_blocks, filters=filters, batch_norm=batch_norm)
 
 
+def get_model(model):
+    """A model from what users pass: a model, a shipped model's name, or a saved model's path.
+
+    Parameters
+    ----------
+    model : `SRModel`, str or Path
+        Returned as is if a model; a name in `available_models` loads the
+        shipped weights (`SRModel.pretrained`); anything else is a saved
+        model's stem or file (`SRModel.load`).
+    """
+    if isinstance(model, SRModel):
+        return model
+    if isinstance(model, str) and model in available_models():
+        return SRModel.pretrained(model)
+    try:
+        return SRModel.load(model)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model!r} is neither a shipped model ("
+                                f"{', '.join(available_models()) or 'none installed'}) nor a "
+                                "saved model (NAME.weights.h5 + NAME.json)") from None
+
+
 def available_models():
     """Names of the models shipped in ``astrosr/data`` (weights and card both present)."""
     if not DATA_DIR.is_dir():
