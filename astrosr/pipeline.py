@@ -26,7 +26,7 @@ import time
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from .fusion import _like_input, fuse
+from .fusion import _like_input, _shift_array, fuse
 from .nddata import add_history, as_frames, variance_of
 from .registration import register_stack
 
@@ -216,11 +216,27 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
     from . import psf as psf_models
 
     if psf is None or (isinstance(psf, str) and psf == "estimate"):
-        est = psf_models.estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
-        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
+        return _estimated_psf(frames, shifts, scale, hdu)
     if isinstance(psf, str) or hasattr(psf, "__fspath__"):
         return psf_models.read_psf(psf, scale=scale), f"read from {psf}"
     return psf_models.as_psf(psf, oversampling=scale), f"given ({psf!r})"
+
+
+def _estimated_psf(frames, shifts, scale, hdu):
+    """The stack's effective PSF; with too few stars for it, a Gaussian fitted to the reference."""
+    from . import psf as psf_models
+
+    try:
+        est = psf_models.estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
+        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
+    except ValueError as stack_error:
+        reference = int(np.argmin(np.hypot(*_shift_array(shifts, len(frames)).T)))
+        try:
+            est = psf_models.estimate_psf(frames[reference])
+        except ValueError:
+            raise ValueError(f"cannot estimate the PSF: {stack_error}") from None
+        return est, (f"Gaussian fitted to the stars of frame {reference} ({est!r}); too few "
+                     f"stars for the stack's effective PSF")
 
 
 def _load_model(refine):

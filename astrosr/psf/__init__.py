@@ -6,17 +6,25 @@ pixels of a grid ``scale`` times finer, odd-sized, centred and normalised to
 sum 1, optionally displaced by a sub-pixel ``offset`` (in fine pixels). Arrays
 given by the user are sampled on the output (fine) grid, as DESIGN.md says.
 
+`read_psf` reads a PSF from an array or a FITS file; `estimate_psf` fits a
+Gaussian to the stars of one image, and `estimate_stack_psf` measures the PSF
+on the fine grid from the stars of a dithered stack (photutils' ePSF, with
+the pixel response removed).
+
 The analytic profiles come from `astropy.modeling` (Gaussian2D, Moffat2D,
 AiryDisk2D); pixel integration is done here by oversampling, because the
 observation model needs a kernel displaced by an arbitrary sub-pixel offset,
 which `astropy.convolution.discretize_model` does not offer.
 """
 
+import os
+
 import numpy as np
 from astropy.modeling import functional_models as fm
 from scipy import fft, ndimage
 
-__all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf", "estimate_psf"]
+__all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf", "read_psf",
+           "estimate_psf", "estimate_stack_psf"]
 
 #: Sub-samples per fine pixel used to integrate analytic profiles.
 _OVERSAMPLE = 5
@@ -232,13 +240,14 @@ def _fourier_shifted(array, offset):
 
 
 def as_psf(psf, *, oversampling=1):
-    """Return a `PSF` from a PSF object or an array.
+    """Return a `PSF` from a PSF object, an array or a FITS file.
 
     Parameters
     ----------
-    psf : PSF or array_like
-        A PSF model, or an array sampled ``oversampling`` times finer than the
-        input pixels (see `ArrayPSF`).
+    psf : PSF, array_like, str or path
+        A PSF model, an array sampled ``oversampling`` times finer than the
+        input pixels (see `ArrayPSF`), or the path of a FITS file (read with
+        `read_psf`).
     oversampling : int
         Sampling of an array PSF, in pixels per input pixel.
     """
@@ -246,7 +255,96 @@ def as_psf(psf, *, oversampling=1):
         return psf
     if psf is None:
         raise TypeError("psf is required: pass an astrosr.psf model or an array")
+    if isinstance(psf, (str, os.PathLike)):
+        return read_psf(psf, scale=oversampling)
     return ArrayPSF(psf, oversampling=oversampling)
+
+
+#: FITS keywords read (in this order) as the oversampling of a PSF image
+#: relative to the detector pixels (WebbPSF and Tiny Tim write OVERSAMP).
+_OVERSAMPLING_KEYS = ("OVERSAMP", "OVERSAMPLING", "OVERSAMPL", "OVERSAMPLE", "PSFOVERS")
+
+
+def read_psf(source, *, scale):
+    """Return a `PSF` from a model, an array on the fine grid, or a FITS file.
+
+    Parameters
+    ----------
+    source : PSF, array_like, str or path
+        A PSF model (returned as is); a 2-D array sampled on the fine grid,
+        ``scale`` times finer than the input pixels; or the path of a FITS
+        file whose first image HDU holds the PSF. If that HDU's header has
+        an ``OVERSAMP`` keyword (or ``OVERSAMPLING``, ``OVERSAMPL``,
+        ``OVERSAMPLE``, ``PSFOVERS``), it gives the image's sampling in
+        pixels per input pixel and the PSF is resampled to the fine grid
+        when it is used; otherwise the image is taken to be on the fine
+        grid. Arrays and images are normalised to sum 1.
+    scale : int
+        Fine pixels per input pixel (the ``scale`` of the job).
+
+    Returns
+    -------
+    PSF
+
+    Raises
+    ------
+    ValueError
+        If the array or image is not 2-D, has NaN/inf or no positive sum,
+        the oversampling keyword is not a positive integer, or the array is
+        even-sized. Even-sized arrays are rejected, not resampled: their
+        centre lies between two pixels, or on pixel ``n // 2`` by the FFT
+        convention, and guessing wrong would shift every source of a
+        reconstruction by half a fine pixel; crop or pad the array by one
+        pixel so that its peak is on the central pixel.
+    FileNotFoundError
+        If the path does not exist.
+    """
+    scale = _check_scale(scale)
+    if isinstance(source, PSF):
+        return source
+    if source is None:
+        raise TypeError("psf source is required: pass an astrosr.psf model, an array or a "
+                        "FITS path")
+    oversampling = scale
+    name = "psf array"
+    if isinstance(source, (str, os.PathLike)):
+        array, oversampling = _read_psf_fits(os.fspath(source), scale)
+        name = f"PSF image in {os.fspath(source)}"
+    else:
+        array = np.asarray(source, dtype=float)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {array.shape}")
+    if array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0:
+        raise ValueError(
+            f"{name} must be odd-sized (centred on a pixel), got shape {array.shape}; "
+            "crop or pad it by one pixel so that its peak is on the central pixel")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return ArrayPSF(array, oversampling=oversampling, normalize=True)
+
+
+def _read_psf_fits(path, scale):
+    from astropy.io import fits
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"PSF file not found: {path}")
+    with fits.open(path) as hdul:
+        hdu = next((h for h in hdul if getattr(h, "data", None) is not None
+                    and getattr(h, "is_image", False) and h.data.ndim >= 1), None)
+        if hdu is None:
+            raise ValueError(f"{path} has no image HDU holding a PSF")
+        array = np.array(hdu.data, dtype=float)
+        key = next((k for k in _OVERSAMPLING_KEYS if k in hdu.header), None)
+        if key is None:
+            return array, scale
+        value = hdu.header[key]
+    try:
+        oversampling = _check_scale(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: header keyword {key}={value!r} must be a positive integer "
+                         "(the PSF's pixels per detector pixel); fix the header or pass the "
+                         "array with read_psf(array, scale=...)") from None
+    return array, oversampling
 
 
 def _positive(value, name):
@@ -262,72 +360,5 @@ def _check_scale(scale):
     return int(scale)
 
 
-def estimate_psf(ccd, *, fwhm_guess=3.0, snr=20.0, max_stars=50, box=11):
-    """A Gaussian PSF fitted to the isolated stars of an image.
-
-    Stars are found with `photutils.detection.DAOStarFinder` above ``snr``
-    times the sky noise, away from the edges and from each other; each is
-    fitted with a 2-D Gaussian plus a constant (`astropy.modeling`), and the
-    median width, corrected for integration over the pixels (``sigma**2 -
-    1/12``), gives the PSF.
-
-    Parameters
-    ----------
-    ccd : `~astropy.nddata.NDData` or array
-        The image (input pixels).
-    fwhm_guess : float
-        FWHM for the star finder, in pixels.
-    snr : float
-        Detection threshold in sky-noise sigma.
-    max_stars : int
-        The brightest isolated stars fitted.
-    box : int
-        Odd side of the fitted cutouts.
-
-    Returns
-    -------
-    GaussianPSF
-
-    Raises
-    ------
-    ValueError
-        If fewer than 3 usable stars are found.
-    """
-    from astropy.modeling import fitting, models
-    from astropy.stats import sigma_clipped_stats
-    from photutils.detection import DAOStarFinder
-
-    data = np.asarray(getattr(ccd, "data", ccd), dtype=float)
-    mask = ~np.isfinite(data)
-    if getattr(ccd, "mask", None) is not None:
-        mask |= np.asarray(ccd.mask, dtype=bool)
-    _, median, std = sigma_clipped_stats(data, mask=mask)
-    sub = np.where(mask, 0.0, data - median)
-    found = DAOStarFinder(fwhm=fwhm_guess, threshold=snr * std)(sub, mask=mask)
-    if found is None or len(found) < 3:
-        raise ValueError("estimate_psf: fewer than 3 stars found; pass a PSF instead")
-    x, y = np.asarray(found["xcentroid"]), np.asarray(found["ycentroid"])
-    half = box // 2
-    ny, nx = data.shape
-    dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) + np.eye(len(x)) * 1e9
-    keep = ((x > half + 1) & (x < nx - half - 2) & (y > half + 1) & (y < ny - half - 2)
-            & (dist.min(axis=1) > box))
-    order = np.argsort(-np.asarray(found["flux"]))
-    sigmas = []
-    fitter = fitting.LevMarLSQFitter()
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    for i in [k for k in order if keep[k]][:max_stars]:
-        cy, cx = int(round(y[i])), int(round(x[i]))
-        cut = sub[cy - half:cy + half + 1, cx - half:cx + half + 1]
-        if mask[cy - half:cy + half + 1, cx - half:cx + half + 1].any():
-            continue
-        g = models.Gaussian2D(cut.max(), x[i] - cx, y[i] - cy, 1.0, 1.0) + models.Const2D(0.0)
-        fit = fitter(g, xx, yy, cut)
-        sx, sy = abs(fit.x_stddev_0.value), abs(fit.y_stddev_0.value)
-        if 0.3 < sx < half and 0.3 < sy < half:
-            sigmas.append(np.sqrt(sx * sy))
-    if len(sigmas) < 3:
-        raise ValueError("estimate_psf: fewer than 3 isolated stars could be fitted; "
-                         "pass a PSF instead")
-    sigma2 = np.median(sigmas) ** 2 - 1.0 / 12.0
-    return GaussianPSF(float(np.sqrt(max(sigma2, 0.05))))
+# The estimators (photutils) live in their own module; imported last: they use the models.
+from .estimate import estimate_psf, estimate_stack_psf  # noqa: E402
