@@ -116,7 +116,7 @@ def _bicubic_frame(frame):
 
 def _metrics(results, truth, times):
     margin = 4 * SCALE
-    stars = metrics.isolated_stars(truth, radius=APERTURE * SCALE)
+    stars = _sources(truth)
     rows = {}
     for name, img in results.items():
         data = np.asarray(getattr(img, "data", img), dtype=float)
@@ -129,6 +129,21 @@ def _metrics(results, truth, times):
     return rows
 
 
+def _sources(truth):
+    """Isolated point sources for the photometry; in a crowded field, compact bright ones.
+
+    The Hubble Deep Field has no source isolated by three aperture radii, so
+    there sources brighter than 5% of the peak with no comparable neighbour
+    within one aperture radius are measured instead.
+    """
+    radius = APERTURE * SCALE
+    stars = metrics.isolated_stars(truth, radius=radius)
+    if len(stars) >= 5:
+        return stars
+    return metrics.isolated_stars(truth, radius=radius, isolation=radius,
+                                  threshold=0.05 * float(np.max(truth)))
+
+
 def _print_table(table, say):
     say(f"\n{'image':<12} {'PSNR [dB]':>10} {'SSIM':>6} {'phot. err':>10} {'chi2_red':>9} "
         f"{'time [s]':>9}")
@@ -138,7 +153,7 @@ def _print_table(table, say):
         say(f"{name:<12} {r['psnr']:10.2f} {r['ssim']:6.3f} {_pct(r['phot']):>10} "
             f"{r['chi2']:9.3f} {r['time']:9.1f}")
     say(f"(PSNR and SSIM against the truth, {4 * SCALE} fine pixels inside the edges; photometry: "
-        f"median error of {table['_stars']} isolated sources, apertures of {APERTURE} input px)")
+        f"median error of {table['_stars']} compact sources, apertures of {APERTURE} input px)")
 
 
 def _pct(value):
@@ -152,4 +167,4 @@ def _figure(frame, results, truth, table, path, overwrite):
     titles = ["raw frame (1 of 16)"] + [
         f"{n}\n{table[n]['psnr']:.1f} dB, phot {_pct(table[n]['phot'])}" for n in results
     ] + ["truth"]
-    compare(images, titles=titles, stretch="asinh", path=path, overwrite=overwrite)
+    compare(images, titles=titles, stretch="asinh", ncols=3, path=path, overwrite=overwrite)

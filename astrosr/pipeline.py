@@ -5,7 +5,8 @@
 1. **register** the frames (`astrosr.register_stack`), unless shifts are given;
 2. **PSF**: the one given, or an effective PSF built from the stars of the
    stack (`astrosr.psf.estimate_stack_psf`, photutils' ePSF builder with the
-   pixel response removed);
+   pixel response removed); a field without enough isolated stars raises a
+   `ValueError` asking for ``psf=``;
 3. **fuse** onto the finer grid (`astrosr.fuse`, reconstruct by default, with
    outlier rejection);
 4. **refine** the fused image on its own grid with a scale-1 generator
@@ -18,24 +19,32 @@
    network may sharpen, but cannot add or remove light the frames do not
    allow; the reduced chi-square against the stack is written to ``CHI2RED``.
 
+A fusion whose reduced chi-square exceeds `MISFIT_CHI2` (the frames do not
+fit their own reconstruction) gets a warning: the PSF or the shifts are wrong.
+
 Every step's parameters go into HISTORY.
 """
 
 import time
+import warnings
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
+from astropy.utils.exceptions import AstropyUserWarning
 
-from .fusion import _like_input, _shift_array, fuse
+from .fusion import _like_input, fuse
 from .nddata import add_history, as_frames, variance_of
 from .registration import register_stack
 
-__all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
+__all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL", "MISFIT_CHI2"]
 
 #: The shipped refinement network.
 DEFAULT_REFINE_MODEL = "refine-x1"
 
 FUSIONS = ("reconstruct", "drizzle", "shift_and_add")
+#: A converged reconstruction fits the frames to reduced chi-square about 1;
+#: above this, the observation model (PSF, shifts) is wrong.
+MISFIT_CHI2 = 1.5
 CONSISTENCY_MODES = ("observation", None)
 
 
@@ -153,6 +162,7 @@ class MultiFrameSR:
         with self._step("fuse"):
             self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
                                pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject)
+            notes += _misfit_warning(self.fused_)
         if self.refine is None:
             return self._finish(self.fused_, notes)
         with self._step("refine"):
@@ -223,20 +233,31 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
 
 
 def _estimated_psf(frames, shifts, scale, hdu):
-    """The stack's effective PSF; with too few stars for it, a Gaussian fitted to the reference."""
+    """The stack's effective PSF, or a clear error.
+
+    No fallback to a Gaussian fitted to whatever sources there are: on a
+    field of galaxies such a fit is far too wide (sigma 1.8 instead of 1.2
+    input pixels on the Hubble Deep Field), and a deconvolution with it is
+    far worse than none.
+    """
     from . import psf as psf_models
 
     try:
         est = psf_models.estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
-        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
-    except ValueError as stack_error:
-        reference = int(np.argmin(np.hypot(*_shift_array(shifts, len(frames)).T)))
-        try:
-            est = psf_models.estimate_psf(frames[reference])
-        except ValueError:
-            raise ValueError(f"cannot estimate the PSF: {stack_error}") from None
-        return est, (f"Gaussian fitted to the stars of frame {reference} ({est!r}); too few "
-                     f"stars for the stack's effective PSF")
+    except ValueError as exc:
+        raise ValueError(f"cannot estimate the PSF from the stack ({exc})") from None
+    return est, f"effective PSF estimated from the stars of the stack ({est!r})"
+
+
+def _misfit_warning(fused):
+    """Warn when the frames do not fit the fused model: a wrong PSF or wrong shifts."""
+    chi2 = fused.meta.get("CHI2RED")
+    if chi2 is None or chi2 <= MISFIT_CHI2:
+        return []
+    text = (f"the frames do not fit the reconstruction (reduced chi-square {chi2:.2f}): the PSF "
+            "or the shifts are probably wrong; give psf= or check the registration")
+    warnings.warn(text, AstropyUserWarning, stacklevel=3)
+    return [f"WARNING: {text}"]
 
 
 def _load_model(refine):

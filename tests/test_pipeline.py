@@ -117,3 +117,27 @@ def test_refinement_model_must_keep_the_grid(stack):
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         astrosr.MultiFrameSR(**kwargs)
+
+
+def test_a_wrong_psf_is_flagged(stack):
+    _, frames = stack
+    with pytest.warns(UserWarning, match="the PSF or the shifts are probably wrong"):
+        out = astrosr.MultiFrameSR(scale=4, psf=psf.GaussianPSF(2.0), refine=None).run(frames)
+    assert "WARNING: the frames do not fit" in "".join(out.meta["HISTORY"])
+
+
+def test_too_few_stars_for_the_psf_asks_for_psf(stack):
+    _, frames = stack
+    with pytest.raises(ValueError, match="cannot estimate the PSF from the stack.*pass psf="):
+        astrosr.MultiFrameSR(scale=4, refine=None).run(frames)
+
+
+def test_psf_from_a_fits_file(stack, tmp_path):
+    from astropy.io import fits
+
+    _, frames = stack
+    fits.PrimaryHDU(PSF.kernel(4)).writeto(tmp_path / "psf.fits")
+    out = astrosr.MultiFrameSR(scale=4, psf=str(tmp_path / "psf.fits"), refine=None).run(frames)
+    ref = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None).run(frames)
+    np.testing.assert_allclose(out.data, ref.data, rtol=1e-6, atol=1e-6 * ref.data.max())
+    assert "read from" in "".join(out.meta["HISTORY"])
