@@ -274,24 +274,15 @@ def _info(args):
 
 
 def _version(name):
+    """Installed version of a distribution (TensorFlow may be installed as tensorflow-cpu)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version(name if name != "tensorflow" else _tf_dist())
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _tf_dist():
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("tensorflow", "tensorflow-cpu"):
+    for dist in (name, f"{name}-cpu") if name == "tensorflow" else (name,):
         try:
-            version(dist)
-            return dist
+            return version(dist)
         except PackageNotFoundError:
             continue
-    return "tensorflow"
+    return "not installed"
 
 
 def _cards(folder):
@@ -376,13 +367,17 @@ def _common_stack(p):
     _common_output(p)
 
 
+def _fusion_option(p, flag):
+    p.add_argument(flag, choices=["reconstruct", "drizzle", "shift_and_add"],
+                   default="reconstruct", help="fusion method (default reconstruct)")
+
+
 def _stack_parser(sub):
     st = _command(sub, "stack", "register and fuse a stack onto a finer grid",
                   "astrosr stack 'raw/frame_*.fits' --method reconstruct -o fused.fits\n"
                   "  astrosr stack f*.fits --method drizzle --pixfrac 0.7 -o drizzled.fits")
     _common_stack(st)
-    st.add_argument("--method", choices=["reconstruct", "drizzle", "shift_and_add"],
-                    default="reconstruct", help="fusion method (default reconstruct)")
+    _fusion_option(st, "--method")
     st.add_argument("--pixfrac", type=float, default=1.0, help="drizzle drop size (default 1)")
     st.add_argument("--reject", choices=["auto", "on", "off"], default="auto",
                     help="outlier (cosmic-ray) rejection (default auto: on for 3+ frames)")
@@ -413,8 +408,7 @@ def _pipeline_parser(sub):
                   "astrosr pipeline 'raw/frame_*.fits' -o sr.fits\n"
                   "  astrosr pipeline f*.fits --psf gaussian:1.2 --refine none -o fused.fits")
     _common_stack(pl)
-    pl.add_argument("--fusion", choices=["reconstruct", "drizzle", "shift_and_add"],
-                    default="reconstruct", help="fusion method (default reconstruct)")
+    _fusion_option(pl, "--fusion")
     pl.add_argument("--refine", default="refine-x1",
                     help="scale-1 refinement model, or 'none' (default refine-x1)")
     pl.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=False,

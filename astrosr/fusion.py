@@ -48,7 +48,7 @@ from astropy.nddata import CCDData, InverseVariance, StdDevUncertainty, Variance
 from scipy import ndimage, sparse
 
 from .forward import ObservationOperator
-from .nddata import (add_history, as_frames, frame_arrays, rescale_wcs, shift_wcs,
+from .nddata import (add_history, as_frames, frame_arrays, rescale_wcs, shift_array, shift_wcs,
                      white_noise_variance)
 from .psf import GaussianPSF, as_psf
 
@@ -190,7 +190,7 @@ class _Stack:
     def __init__(self, frames, shifts, *, hdu):
         self.ccds = as_frames(frames, hdu=hdu)
         n = len(self.ccds)
-        self.shifts = _shift_array(shifts, n)
+        self.shifts = shift_array(shifts, n)
         arrays = [frame_arrays(c) for c in self.ccds]
         self.data = np.array([a[0] for a in arrays])
         self.good = np.array([a[2] for a in arrays])
@@ -219,32 +219,6 @@ def _estimated_variance(data, good):
     """White-noise variance of a frame without uncertainty; 1 (equal weights) if it has no noise."""
     var = white_noise_variance(data, good)
     return var if var > 0 else 1.0
-
-
-def _shift_array(shifts, n):
-    if hasattr(shifts, "colnames"):
-        missing = {"dx", "dy"} - set(shifts.colnames)
-        if missing:
-            raise ValueError(f"shifts table lacks column(s) {sorted(missing)}: "
-                             "pass the table from astrosr.register_stack")
-        arr = np.column_stack([_in_pix(shifts["dx"]), _in_pix(shifts["dy"])])
-    else:
-        arr = np.asarray(shifts, dtype=float)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"shifts must be a table with dx, dy or an (n, 2) array, "
-                             f"got shape {arr.shape}")
-    if len(arr) != n:
-        raise ValueError(f"shifts has {len(arr)} rows but there are {n} frames: "
-                         "give one (dx, dy) per frame, in the order of frames")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("shifts contains NaN or inf")
-    return arr
-
-
-def _in_pix(col):
-    if isinstance(col, u.Quantity):
-        return col.to_value(u.pix)
-    return np.asarray(col, dtype=float)
 
 
 def _check_scale(scale, *, integer):

@@ -21,7 +21,7 @@ from astropy.nddata import (CCDData, InverseVariance, NDData, StdDevUncertainty,
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
-__all__ = ["as_frames", "frame_arrays", "variance_of", "white_noise_variance", "write_fits",
+__all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance", "write_fits",
            "read_fits", "rescale_wcs", "shift_wcs",
            "add_history"]
 
@@ -315,6 +315,48 @@ def _physical_data(data, header, path, index):
     if "BLANK" in header:
         out[raw == header["BLANK"]] = np.nan
     return out
+
+
+def shift_array(shifts, n):
+    """The shifts of ``n`` frames as an ``(n, 2)`` float array of ``(dx, dy)`` in input pixels.
+
+    Parameters
+    ----------
+    shifts : `~astropy.table.Table` with ``dx``, ``dy`` columns, or array_like ``(n, 2)``
+        As returned by `astrosr.register_stack` (Quantity columns in pix or
+        plain numbers), one row per frame in the order of the frames.
+    n : int
+        Number of frames.
+
+    Raises
+    ------
+    ValueError
+        A table without ``dx``/``dy``, an array not ``(n, 2)``, a row count
+        other than ``n``, or non-finite shifts.
+    """
+    if hasattr(shifts, "colnames"):
+        missing = {"dx", "dy"} - set(shifts.colnames)
+        if missing:
+            raise ValueError(f"shifts table lacks column(s) {sorted(missing)}: "
+                             "pass the table from astrosr.register_stack")
+        arr = np.column_stack([_in_pix(shifts["dx"]), _in_pix(shifts["dy"])])
+    else:
+        arr = np.asarray(shifts, dtype=float)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"shifts must be a table with dx, dy or an (n, 2) array, "
+                             f"got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"shifts has {len(arr)} rows but there are {n} frames: "
+                         "give one (dx, dy) per frame, in the order of frames")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("shifts contains NaN or inf")
+    return arr
+
+
+def _in_pix(col):
+    if isinstance(col, u.Quantity):
+        return col.to_value(u.pix)
+    return np.asarray(col, dtype=float)
 
 
 def variance_of(ccd):

@@ -208,7 +208,7 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
     taken for sky by step 1, so far wings of a crowded field come out
     fainter than they are.
     """
-    from ..nddata import as_frames
+    from ..nddata import as_frames, shift_array
 
     scale = _check_scale(scale)
     if not (np.isfinite(snr) and snr > 0):
@@ -218,7 +218,7 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
     if size is not None and (int(size) != size or size < 3 or size % 2 == 0):
         raise ValueError(f"size must be an odd integer >= 3 (fine pixels), got {size}")
     ccds = as_frames(frames, hdu=hdu)
-    offsets = _stack_shifts(shifts, len(ccds))
+    offsets = shift_array(shifts, len(ccds))
     images = [_sky_subtracted(c) for c in ccds]
     ref = int(np.argmin(np.hypot(offsets[:, 0], offsets[:, 1])))
     sub, mask, std = images[ref]
@@ -241,31 +241,6 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
     epsf = _smooth_wings(_denoised(built), scale)
     return ArrayPSF(_finish_kernel(_remove_pixel_response(epsf, scale), scale, size),
                     oversampling=scale)
-
-
-def _stack_shifts(shifts, n):
-    """(n, 2) array of (dx, dy) in input pixels from a table or an array."""
-    from astropy import units as u
-
-    if hasattr(shifts, "colnames"):
-        missing = {"dx", "dy"} - set(shifts.colnames)
-        if missing:
-            raise ValueError(f"shifts table lacks column(s) {sorted(missing)}: "
-                             "pass the table from astrosr.register_stack")
-        cols = [shifts[c] for c in ("dx", "dy")]
-        arr = np.column_stack([c.to_value(u.pix) if isinstance(c, u.Quantity)
-                               else np.asarray(c, dtype=float) for c in cols])
-    else:
-        arr = np.asarray(shifts, dtype=float)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError("shifts must be a table with dx, dy or an (n, 2) array, "
-                             f"got shape {arr.shape}")
-    if len(arr) != n:
-        raise ValueError(f"shifts has {len(arr)} rows but there are {n} frames: "
-                         "give one (dx, dy) per frame, in the order of frames")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("shifts contains NaN or inf")
-    return arr
 
 
 def _sky_subtracted(ccd):
