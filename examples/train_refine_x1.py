@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--out", default="runs/refine-x1", help="output stem (and checkpoint dir)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--then", type=int, default=0,
+                        help="further steps from the result at learning rate 2e-4 (seed 6)")
     args = parser.parse_args(argv)
     cache = Path(args.out + ".pairs.npz")
     if cache.exists():
@@ -48,6 +50,12 @@ def main(argv=None):
                   loss_weights={"linear": 1.0}, seed=5, checkpoint_dir=args.out + ".ckpt",
                   checkpoint_every=500, steps_per_epoch=250, threads=args.threads,
                   command="python examples/train_refine_x1.py " + " ".join(sys.argv[1:]))
+    if args.then:
+        model = train(model, steps=args.then, batch_size=16, patch=48, learning_rate=2e-4,
+                      lr_schedule="cosine", pairs=pairs, n_val=32, loss_weights={"linear": 1.0},
+                      seed=6, checkpoint_dir=args.out + ".ckpt2", checkpoint_every=500,
+                      steps_per_epoch=250, threads=args.threads,
+                      command="python examples/train_refine_x1.py " + " ".join(sys.argv[1:]))
     model.card["name"] = "refine-x1"
     model.save(args.out, overwrite=True)
     print(f"wrote {args.out}.weights.h5 and {args.out}.json")

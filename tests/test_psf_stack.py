@@ -195,3 +195,50 @@ def test_read_psf_rejects_bad_input(tmp_path):
         psf.read_psf(bad, scale=SCALE)
     with pytest.raises(FileNotFoundError):
         psf.read_psf(tmp_path / "missing.fits", scale=SCALE)
+
+
+# --------------------------------------------------------------------------- profile fit
+
+
+@pytest.fixture(scope="module")
+def sparse_stack():
+    """A field with too few isolated stars for an ePSF at scale 4, but several for a fit."""
+    truth = simulate.make_sky((512, 512), n_stars=30, n_galaxies=0, nebula=False,
+                              star_flux=(5e3, 1e5), seed=41)
+    return simulate.observe(truth, n_frames=8, scale=4, psf=psf.GaussianPSF(1.2), sky=100.0,
+                            read_noise=5.0, seed=42)
+
+
+def test_profile_fit_recovers_the_width_with_few_stars(sparse_stack):
+    with pytest.raises(ValueError, match="fewer than|too few"):
+        psf.estimate_stack_psf(sparse_stack.frames, sparse_stack.shifts, scale=SCALE)
+    fitted = psf.fit_stack_psf(sparse_stack.frames, sparse_stack.shifts)
+    assert fitted.fit_info["n_stars"] >= 3
+    assert fitted.fit_info["chi2_red"][fitted.fit_info["profile"]] < 2.0
+    assert fitted.fwhm == pytest.approx(psf.GaussianPSF(1.2).fwhm, rel=0.03)
+    assert "fit_info" not in repr(fitted)
+
+
+def test_profile_fit_tells_a_moffat_from_a_gaussian():
+    truth = simulate.make_sky((512, 512), n_stars=30, n_galaxies=0, nebula=False,
+                              star_flux=(5e3, 1e5), seed=43)
+    st = simulate.observe(truth, n_frames=8, scale=4, psf=psf.MoffatPSF(2.5, 3.0), sky=100.0,
+                          read_noise=5.0, seed=44)
+    fitted = psf.fit_stack_psf(st.frames, st.shifts)
+    assert isinstance(fitted, psf.MoffatPSF)
+    assert fitted.fwhm == pytest.approx(2.5, rel=0.05)
+
+
+def test_profile_fit_refuses_galaxies():
+    truth = simulate.make_sky((512, 512), n_stars=0, n_galaxies=30, nebula=False, seed=45)
+    st = simulate.observe(truth, n_frames=8, scale=4, psf=psf.GaussianPSF(1.2), sky=100.0,
+                          read_noise=5.0, seed=46)
+    with pytest.raises(ValueError, match="not fitted by one point-source profile|fewer than"):
+        psf.fit_stack_psf(st.frames, st.shifts)
+
+
+def test_the_pipeline_falls_back_to_the_profile_fit(sparse_stack):
+    from astrosr.pipeline import _estimated_psf
+
+    est, note = _estimated_psf(sparse_stack.frames, sparse_stack.shifts, SCALE, None)
+    assert isinstance(est, psf.GaussianPSF) and "profile fitted to" in note

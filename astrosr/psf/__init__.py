@@ -24,7 +24,7 @@ from astropy.modeling import functional_models as fm
 from scipy import fft, ndimage
 
 __all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf", "read_psf",
-           "estimate_psf", "estimate_stack_psf"]
+           "estimate_psf", "estimate_stack_psf", "fit_stack_psf"]
 
 #: Sub-samples per fine pixel used to integrate analytic profiles.
 _OVERSAMPLE = 5
@@ -77,7 +77,8 @@ class PSF:
         return k / k.sum()
 
     def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                           if not k.startswith("_") and k != "fit_info")
         return f"{type(self).__name__}({params})"
 
 
@@ -362,3 +363,4 @@ def _check_scale(scale):
 
 # The estimators (photutils) live in their own module; imported last: they use the models.
 from .estimate import estimate_psf, estimate_stack_psf  # noqa: E402
+from .fit import fit_stack_psf  # noqa: E402
