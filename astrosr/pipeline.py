@@ -226,37 +226,10 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
     from . import psf as psf_models
 
     if psf is None or (isinstance(psf, str) and psf == "estimate"):
-        return _estimated_psf(frames, shifts, scale, hdu)
+        return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu)
     if isinstance(psf, str) or hasattr(psf, "__fspath__"):
         return psf_models.read_psf(psf, scale=scale), f"read from {psf}"
     return psf_models.as_psf(psf, oversampling=scale), f"given ({psf!r})"
-
-
-def _estimated_psf(frames, shifts, scale, hdu):
-    """The stack's effective PSF; with too few stars for it, an analytic profile fitted to them.
-
-    Never a Gaussian fitted to whatever sources there are: on a field of
-    galaxies such a fit is far too wide (sigma 1.8 instead of 1.2 input
-    pixels on the Hubble Deep Field), and a deconvolution with it is far
-    worse than none. `astrosr.psf.fit_stack_psf` refuses sources that one
-    point-source profile does not fit.
-    """
-    from . import psf as psf_models
-
-    try:
-        est = psf_models.estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
-        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
-    except ValueError as exc:
-        epsf_error = str(exc)
-    try:
-        est = psf_models.fit_stack_psf(frames, shifts, hdu=hdu)
-    except ValueError as exc:
-        raise ValueError(f"cannot estimate the PSF from the stack: {exc} (and for an effective "
-                         f"PSF: {epsf_error})") from None
-    info = est.fit_info
-    return est, (f"{info['profile']} profile fitted to {info['n_stars']} stars in every frame "
-                 f"({est!r}, reduced chi-square {info['chi2_red'][info['profile']]:.2f}); too "
-                 "few stars for an effective PSF")
 
 
 def _misfit_warning(fused):

@@ -18,7 +18,7 @@ and seeded run, compares
    printed apart), so every run times the same work.
 
 The PSF (``--psf``) is the simulated one (``true``, default) or the stack's
-own estimate (``estimate``: ``astrosr.psf.estimate_stack_psf``, which the
+own estimate (``estimate``: ``astrosr.psf.stack_psf``, which the
 pipeline computes itself and reconstruct is given). Frame 0 is at dither
 (0, 0), so the registered shifts (relative to frame 0) and the pipeline's
 output are on the truth's grid.
@@ -76,10 +76,10 @@ def load_refine(refine):
 
 
 def estimated_psf(frames, shifts):
-    """The stack's own PSF estimate (imported on use: it may not exist in every version)."""
-    from astrosr.psf import estimate_stack_psf
+    """The stack's own PSF estimate, as the pipeline makes it (ePSF, else a profile fit)."""
+    from astrosr.psf import stack_psf
 
-    return estimate_stack_psf(frames, shifts, scale=SCALE)
+    return stack_psf(frames, shifts, scale=SCALE)[0]
 
 
 def bench_run(name, run, *, model, psf_mode, ensemble, log):

@@ -238,7 +238,5 @@ def test_profile_fit_refuses_galaxies():
 
 
 def test_the_pipeline_falls_back_to_the_profile_fit(sparse_stack):
-    from astrosr.pipeline import _estimated_psf
-
-    est, note = _estimated_psf(sparse_stack.frames, sparse_stack.shifts, SCALE, None)
+    est, note = psf.stack_psf(sparse_stack.frames, sparse_stack.shifts, scale=SCALE)
     assert isinstance(est, psf.GaussianPSF) and "profile fitted to" in note

@@ -24,7 +24,7 @@ from astropy.modeling import functional_models as fm
 from scipy import fft, ndimage
 
 __all__ = ["PSF", "GaussianPSF", "MoffatPSF", "AiryPSF", "ArrayPSF", "as_psf", "read_psf",
-           "estimate_psf", "estimate_stack_psf", "fit_stack_psf"]
+           "estimate_psf", "estimate_stack_psf", "fit_stack_psf", "stack_psf"]
 
 #: Sub-samples per fine pixel used to integrate analytic profiles.
 _OVERSAMPLE = 5
@@ -364,3 +364,48 @@ def _check_scale(scale):
 # The estimators (photutils) live in their own module; imported last: they use the models.
 from .estimate import estimate_psf, estimate_stack_psf  # noqa: E402
 from .fit import fit_stack_psf  # noqa: E402
+
+
+def stack_psf(frames, shifts, *, scale, hdu=None):
+    """The PSF of a dithered stack, measured on its stars; ``(psf, how)``.
+
+    The effective PSF on the fine grid (`estimate_stack_psf`) when the stack
+    has enough isolated stars for it; else a Gaussian or Moffat profile
+    fitted to the stars it has (`fit_stack_psf`). Never a Gaussian fitted
+    to whatever sources there are: on a field of galaxies such a fit is far
+    too wide (sigma 1.8 instead of 1.2 input pixels on the Hubble Deep
+    Field), and a deconvolution with it is far worse than none.
+
+    Parameters
+    ----------
+    frames, shifts, hdu
+        As for `estimate_stack_psf`.
+    scale : int
+        Fine pixels per input pixel.
+
+    Returns
+    -------
+    psf : PSF
+    how : str
+        Which estimate, from how many stars (for HISTORY).
+
+    Raises
+    ------
+    ValueError
+        When neither estimate is possible (too few isolated stars, or
+        sources no point-source profile fits): pass the PSF explicitly.
+    """
+    try:
+        est = estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
+        return est, f"effective PSF estimated from the stars of the stack ({est!r})"
+    except ValueError as exc:
+        epsf_error = str(exc)
+    try:
+        est = fit_stack_psf(frames, shifts, hdu=hdu)
+    except ValueError as exc:
+        raise ValueError(f"cannot estimate the PSF from the stack: {exc} (and for an effective "
+                         f"PSF: {epsf_error})") from None
+    info = est.fit_info
+    return est, (f"{info['profile']} profile fitted to {info['n_stars']} stars in every frame "
+                 f"({est!r}, reduced chi-square {info['chi2_red'][info['profile']]:.2f}); too "
+                 "few stars for an effective PSF")
