@@ -24,6 +24,8 @@ Run from the repository root::
 
     python benchmarks/single_frame.py                       # shipped models
     python benchmarks/single_frame.py --models runs/srresnet-x4 --runs 1
+    python benchmarks/train_baselines.py --out runs     # SRCNN and VDSR, then:
+    python benchmarks/single_frame.py --models runs/srcnn-x4 runs/vdsr-x4 --no-shipped
 """
 
 import argparse
@@ -85,11 +87,11 @@ def best_richardson_lucy(frame, truth, n_iter=1000, every=10):
     return best, seconds, best_it
 
 
-def load_models(stems):
+def load_models(stems, shipped=True):
     from astrosr.models import SRModel, available_models
 
     models = {}
-    for name in available_models():
+    for name in available_models() if shipped else []:
         model = SRModel.pretrained(name)
         if model.scale == SCALE:  # not the pipeline's scale-1 refinement
             models[name] = model
@@ -142,12 +144,14 @@ def main(argv=None):
     parser.add_argument("--images", nargs="+", choices=IMAGES, default=IMAGES)
     parser.add_argument("--models", nargs="*", default=None,
                         help="extra model stems (PATH for PATH.weights.h5 + PATH.json)")
+    parser.add_argument("--no-shipped", action="store_true",
+                        help="only the --models, not the shipped ones")
     args = parser.parse_args(argv)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    models = load_models(args.models)
+    models = load_models(args.models, shipped=not args.no_shipped)
     print(f"astrosr single-frame benchmark: x{SCALE}, Gaussian PSF sigma 1.2 input px, sky {SKY:g} e- "
           f"(subtracted), read noise {READ_NOISE:g} e-; {os.cpu_count()} CPUs; astrosr "
           f"{astrosr.__version__}; medians over {args.runs} run(s); scored {MARGIN} fine px inside")
