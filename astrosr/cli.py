@@ -81,7 +81,7 @@ def _shifts(args, frames):
 def _stack(args):
     from . import fuse
     from .nddata import as_frames, write_fits
-    from .psf import estimate_stack_psf, read_psf
+    from .psf import read_psf, stack_psf
 
     out = _check_output(args.output, args.overwrite)
     say = _say(args)
@@ -91,7 +91,8 @@ def _stack(args):
     psf = _psf_arg(args.psf)
     if psf == "estimate" or (psf is None and args.method == "reconstruct"):
         say("[astrosr] estimating the PSF from the stars of the stack...")
-        psf = estimate_stack_psf(frames, shifts, scale=args.scale)
+        psf, how = stack_psf(frames, shifts, scale=args.scale)
+        say(f"[astrosr] PSF: {how}")
     elif isinstance(psf, str):
         psf = read_psf(psf, scale=args.scale)
     say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
