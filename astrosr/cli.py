@@ -63,11 +63,6 @@ def _psf_arg(text):
     return text  # a FITS file, read by the pipeline
 
 
-def _frames_arg(paths):
-    """One pattern stays a pattern (expanded by as_frames); several paths are a list."""
-    return paths[0] if len(paths) == 1 and any(c in paths[0] for c in "*?[") else list(paths)
-
-
 def _shifts(args, frames):
     from astropy.table import Table
 
@@ -81,11 +76,11 @@ def _shifts(args, frames):
 def _stack(args):
     from . import fuse
     from .nddata import as_frames, write_fits
-    from .psf import read_psf, stack_psf
+    from .psf import stack_psf
 
     out = _check_output(args.output, args.overwrite)
     say = _say(args)
-    frames = as_frames(_frames_arg(args.frames), hdu=args.hdu)
+    frames = as_frames(args.frames, hdu=args.hdu)
     say(f"[astrosr] registering {len(frames)} frames...")
     shifts = _shifts(args, frames)
     psf = _psf_arg(args.psf)
@@ -93,8 +88,6 @@ def _stack(args):
         say("[astrosr] estimating the PSF from the stars of the stack...")
         psf, how = stack_psf(frames, shifts, scale=args.scale)
         say(f"[astrosr] PSF: {how}")
-    elif isinstance(psf, str):
-        psf = read_psf(psf, scale=args.scale)
     say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
     result = fuse(frames, shifts, scale=args.scale, method=args.method, pixfrac=args.pixfrac,
                   psf=psf, reject={"auto": "auto", "on": True, "off": False}[args.reject])
@@ -107,13 +100,11 @@ def _stack(args):
 def _enhance(args):
     from . import enhance
     from .nddata import as_frames, write_fits
-    from .psf import read_psf
 
     out = _check_output(args.output, args.overwrite)
     (ccd,) = as_frames([args.image], hdu=args.hdu)
     psf = _psf_arg(args.psf)
-    psf = read_psf(psf, scale=4) if isinstance(psf, str) and psf != "estimate" else \
-        (None if psf == "estimate" else psf)
+    psf = None if psf == "estimate" else psf  # enhance fits the image's stars by default
     consistency = None if args.consistency == "none" else args.consistency
     _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
     result = enhance(ccd, model=args.model, psf=psf, consistency=consistency, tile=args.tile,
@@ -129,7 +120,7 @@ def _pipeline(args):
     from .pipeline import MultiFrameSR
 
     out = _check_output(args.output, args.overwrite)
-    frames = as_frames(_frames_arg(args.frames), hdu=args.hdu)
+    frames = as_frames(args.frames, hdu=args.hdu)
     shifts = _shifts(args, frames) if args.shifts else None
     refine = None if args.refine == "none" else args.refine
     sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine,
@@ -174,7 +165,7 @@ def _register(args):
     from . import register_stack
 
     out = _check_output(args.output, args.overwrite) if args.output else None
-    table = register_stack(_frames_arg(args.frames), reference=args.reference, hdu=args.hdu)
+    table = register_stack(args.frames, reference=args.reference, hdu=args.hdu)
     for col in ("dx", "dy", "dx_err", "dy_err", "flux_ratio", "chi2"):
         table[col].info.format = ".5f"
     if out is None:

@@ -25,6 +25,8 @@ fit their own reconstruction) gets a warning: the PSF or the shifts are wrong.
 Every step's parameters go into HISTORY.
 """
 
+import contextlib
+import os
 import time
 import warnings
 
@@ -173,7 +175,7 @@ class MultiFrameSR:
         if self.consistency is None:
             out = self.fused_.copy()
             out.data = refined
-            del out.meta["CHI2RED"]  # that of the fusion, not of this image
+            out.meta.pop("CHI2RED", None)  # that of the fusion, not of this image
             notes.append("consistency=None: the raw network output, not held to the data")
             return self._finish(out, notes, spread)
         with self._step("consistency"):
@@ -202,23 +204,16 @@ class MultiFrameSR:
                         f"astrosr.MultiFrameSR: {note}")
         return out
 
+    @contextlib.contextmanager
     def _step(self, name):
-        return _Timer(self, name)
-
-
-class _Timer:
-    """Times a step into ``timings_``; prints it with ``progress``."""
-
-    def __init__(self, owner, name):
-        self.owner, self.name = owner, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        if self.owner.progress:
-            print(f"[astrosr] {self.name}...", flush=True)
-
-    def __exit__(self, *exc):
-        self.owner.timings_[self.name] = time.perf_counter() - self.start
+        """Time a step into ``timings_``; announce it with ``progress``."""
+        if self.progress:
+            print(f"[astrosr] {name}...", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_[name] = time.perf_counter() - start
 
 
 def _choose_psf(psf, frames, shifts, scale, hdu):
@@ -227,9 +222,8 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
 
     if psf is None or (isinstance(psf, str) and psf == "estimate"):
         return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu)
-    if isinstance(psf, str) or hasattr(psf, "__fspath__"):
-        return psf_models.read_psf(psf, scale=scale), f"read from {psf}"
-    return psf_models.as_psf(psf, oversampling=scale), f"given ({psf!r})"
+    how = f"read from {psf}" if isinstance(psf, (str, os.PathLike)) else f"given ({psf!r})"
+    return psf_models.as_psf(psf, oversampling=scale), how
 
 
 def _misfit_warning(fused):
@@ -258,8 +252,7 @@ def _refine(fused, frames, model, scale, tile, overlap, ensemble):
     from .inference import _fill, _network, _weights_hash
     from .models.transform import stack_softening
 
-    good = ~np.asarray(fused.mask, dtype=bool) if fused.mask is not None else \
-        np.ones(fused.shape, bool)
+    good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
     data = np.asarray(fused.data, dtype=float)
     _, level, _ = sigma_clipped_stats(data[good])
     # The network saw the asinh of fused images on the scale of their frames' noise.

@@ -36,9 +36,11 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=20.0, max_stars=30, hd
     Each isolated star of the reference frame (the frame with the smallest
     shift; selection as in `estimate_stack_psf`, with stamps of half-width 2
     FWHM + 1) is cut out of every frame at its shifted position. A profile
-    integrated over the input pixels, with one shape for all, a flux, a
-    position (in the reference frame, moved by each frame's shift) and a
-    background per star, is fitted by weighted least squares to all stamps;
+    integrated over the input pixels, with one shape for all and a flux and
+    a position (in the reference frame, moved by each frame's shift) per
+    star, is fitted by weighted least squares to all stamps (the sky is
+    subtracted first; a free background per star would trade against the
+    Moffat wings);
     the Gaussian (width) and the Moffat (width and power index) are both
     fitted and the one with the lower chi-square (the Moffat must gain more
     than 2, its extra parameter's worth) is returned.
@@ -160,11 +162,10 @@ class _Stamps:
         out._count(np.concatenate([self.start[:n][keep], self.start[n:][keep]]))
         return out
 
-    def model(self, profile, shape, x, y, flux, background):
+    def model(self, profile, shape, x, y, flux):
         dx = self.X - (x[None, :] + self.offsets[:, 0:1])[..., None, None]
         dy = self.Y - (y[None, :] + self.offsets[:, 1:2])[..., None, None]
-        return (flux[None, :, None, None] * _pixel_integrated(profile, shape, dx, dy)
-                + background[None, :, None, None])
+        return flux[None, :, None, None] * _pixel_integrated(profile, shape, dx, dy)
 
 
 def _pixel_integrated(profile, shape, dx, dy):
@@ -213,11 +214,11 @@ def _fit(stamps, profile, fwhm):
         shape = ((np.exp(p[0]),) if n_shape == 1
                  else (np.exp(p[0]), 1.0 + np.exp(np.clip(p[1], -3.0, 3.5))))
         q = p[n_shape:]
-        return shape, q[:n], q[n:2 * n], q[2 * n:3 * n], np.zeros(n)
+        return shape, q[:n], q[n:2 * n], q[2 * n:]
 
     def residuals(p):
-        shape, x, y, flux, bg = unpack(p)
-        return ((stamps.data - stamps.model(profile, shape, x, y, flux, bg))
+        shape, x, y, flux = unpack(p)
+        return ((stamps.data - stamps.model(profile, shape, x, y, flux))
                 * stamps.weight).ravel()
 
     flux0 = np.maximum(stamps.data.sum(axis=(2, 3)).mean(axis=0), 1e-3)

@@ -118,9 +118,10 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     pairs : `~astrosr.training.fused.FusedPairs`, optional
         Ready-made pairs to crop batches from instead of observing truths on
         the fly: fused images of simulated stacks and their truths, for the
-        scale-1 refinement network of `astrosr.MultiFrameSR`. The last
-        ``n_val`` pairs are held out for validation; ``images``, ``paths``
-        and ``degradation`` do not apply.
+        scale-1 refinement network of `astrosr.MultiFrameSR`. The last pairs
+        (``n_val // 4``, at most a fifth) are held out, and ``n_val`` crops
+        of them validate; ``images``, ``paths`` and ``degradation`` do not
+        apply.
 
     Returns
     -------
@@ -249,6 +250,7 @@ class _Data:
             self.described = [{"source": "arrays", "n": len(images),
                                "shapes": [list(im.shape) for im in images]}]
         self.scale, self.patch, self.deg = scale, patch, deg
+        self.degradation = deg.to_dict()
         crop = (patch + 2 * deg.max_margin) * scale
         self.train_images, val_images = _split_validation(images, crop)
         if val_images:
@@ -271,7 +273,8 @@ class _PairData:
 
     def __init__(self, pairs, scale, patch, n_val):
         if scale != pairs.scale:
-            raise ValueError(f"the pairs are for a scale-{pairs.scale} model, got a scale-{scale} one")
+            raise ValueError(f"the pairs are for a scale-{pairs.scale} model, "
+                             f"got a scale-{scale} one")
         self.pairs, val_pairs = pairs.split(max(1, min(n_val // 4, len(pairs) // 5)))
         self.patch, self.scale = patch, scale
         self.val = val_pairs.batch(n_val, patch, VAL_SEED)
@@ -279,20 +282,10 @@ class _PairData:
         self.described = [{"source": "astrosr.training.fused.FusedPairs", "n": len(pairs),
                            **pairs.meta}]
         self.validation = f"crops of the last {len(val_pairs)} pairs, never trained on"
-        self.deg = _Described(pairs.meta.get("degradation", {}))
+        self.degradation = dict(pairs.meta.get("degradation", {}))
 
     def batch(self, n, rng):
         return self.pairs.batch(n, self.patch, rng)
-
-
-class _Described:
-    """Stands in for a `Degradation` in the model card."""
-
-    def __init__(self, ranges):
-        self.ranges = ranges
-
-    def to_dict(self):
-        return dict(self.ranges)
 
 
 def _schedule(lr):
@@ -549,7 +542,7 @@ def _training_card(model, stage, weights, data, state, loop, patch, lr, vgg19_we
         "fine_patch": patch * model.scale,
         "data": {"sources": data.described, "validation": data.validation,
                  "n_val": len(data.val), "validation_seed": VAL_SEED},
-        "degradation": data.deg.to_dict(),
+        "degradation": data.degradation,
         "optimizer": {"name": "Adam", "beta_1": 0.9, "learning_rate": lr},
         "loss_weights": weights,
         "content_loss": (None if stage == "pixel" else
