@@ -389,10 +389,19 @@ def _enhance_parser(sub):
                     default="observation", help="how the output is held to the input "
                                                 "(default observation)")
     en.add_argument("--tile", type=int, default=128, help="tile side, input pixels (default 128)")
-    en.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=True,
-                    help="average the 8 flips/rotations (default yes)")
+    from .inference import DEFAULT_ENSEMBLE
+
+    _ensemble_option(en, DEFAULT_ENSEMBLE)
     _common_output(en)
     en.set_defaults(func=_enhance)
+
+
+def _ensemble_option(parser, default):
+    parser.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=default,
+                        metavar="N", help="average the network over N flips/rotations and add "
+                                          f"their spread to the uncertainty (default {default})")
+    parser.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=1,
+                        help="the network once (same as --ensemble 1)")
 
 
 def _pipeline_parser(sub):
@@ -403,8 +412,7 @@ def _pipeline_parser(sub):
     _fusion_option(pl, "--fusion")
     pl.add_argument("--refine", default="refine-x1",
                     help="scale-1 refinement model, or 'none' (default refine-x1)")
-    pl.add_argument("--ensemble", action=argparse.BooleanOptionalAction, default=False,
-                    help="8-fold self-ensemble of the refinement (default no)")
+    _ensemble_option(pl, 1)
     pl.set_defaults(func=_pipeline)
 
 

@@ -462,15 +462,20 @@ def _variance_line(data, var):
     return 1.0, sky_var
 
 
-def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepancy"):
+def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepancy",
+                     sources=None):
     """Multi-frame Richardson-Lucy with Biggs-Andrews acceleration.
 
     Stopping rules: ``"discrepancy"`` stops at the first iterate whose model
     reproduces the frames with reduced chi-square <= 1 + tol (default tol:
     3 standard deviations of a perfect model's reduced chi-square), the
-    smallest departure from the start that the data allow. ``"converged"``
-    runs to the maximum-likelihood solution: it stops when an iteration moves
-    less than ``tol`` (default `CONVERGED_TOL`) of the image's flux.
+    smallest departure from the start that the data allow. With ``sources``
+    (a mask of the frames' pixels), the chi-square over those pixels alone
+    must also pass, with its own tolerance: over a whole image the sky's
+    many pixels hide misfits of the sources (a star's flux), which are what
+    photometry measures. ``"converged"`` runs to the maximum-likelihood
+    solution: it stops when an iteration moves less than ``tol`` (default
+    `CONVERGED_TOL`) of the image's flux.
     """
     b = noise.background[:, None, None]
     inv_gain = (1.0 / noise.gain)[:, None, None]
@@ -481,8 +486,11 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
     observed = _observed(op, good, norm)
     inv_var = np.where(good, 1.0 / np.where(good, stack.var, 1.0), 0.0)
     n_pix = int(good.sum())
+    sources = None if sources is None else sources & good
+    n_src = 0 if sources is None else int(sources.sum())
     if tol is None:
         tol = 3.0 * np.sqrt(2.0 / n_pix) if stop == "discrepancy" else CONVERGED_TOL
+    tol_src = 3.0 * np.sqrt(2.0 / max(n_src, 1))
     if start is None:
         level = max(float(np.sum(np.where(good, stack.data, 0)) / n_pix) / op.scale ** 2, 1e-3)
         start = np.where(observed, level, 0.0)
@@ -492,8 +500,10 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
         y = _extrapolate(x, previous, step, step_before)
         predicted = op.forward(y)
         resid = stack.data - op.crop_frames(predicted)
-        chi2 = float(np.sum(inv_var * resid ** 2)) / n_pix
-        if stop == "discrepancy" and chi2 <= 1.0 + tol:
+        chi2_map = inv_var * resid ** 2
+        chi2 = float(np.sum(chi2_map)) / n_pix
+        chi2_src = float(np.sum(chi2_map[sources])) / n_src if n_src else 0.0
+        if stop == "discrepancy" and chi2 <= 1.0 + tol and chi2_src <= 1.0 + tol_src:
             x, stopped = y, "discrepancy"
             break
         ratio = weight * counts / np.maximum(predicted + bg, 1e-12)
@@ -505,7 +515,7 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
             stopped = "converged"
             break
     info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source,
-            "change": change}
+            "change": change, "chi2_sources": chi2_src if n_src else None}
     return x, info
 
 

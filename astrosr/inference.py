@@ -11,20 +11,24 @@ output is then held to the data (`DESIGN.md`, Conventions):
     observation model (`astrosr.forward.ObservationOperator`: PSF, then
     integration over the input pixels), stopped by the discrepancy principle
     as soon as the output, observed again, reproduces the input within its
-    noise (reduced chi-square written to ``CHI2RED``). No source is created
-    or lost, and photometry holds, to the noise.
+    noise: over the whole image (reduced chi-square written to ``CHI2RED``)
+    and over the pixels on significant sources alone (``CHI2SRC``; the sky's
+    many pixels would otherwise hide a misfit of a star's flux). No source is
+    created or lost, and photometry holds, to the noise.
 ``consistency="pixel"``
     Each input pixel's ``scale x scale`` footprint is shifted by a constant
     so that it sums exactly to that pixel: light never leaves its pixel, so
     nothing is deconvolved.
 ``consistency=None``
-    The raw network (the mean of its 8-fold geometric self-ensemble), for study.
+    The raw network (the mean of its self-ensemble), for study.
 
 The uncertainty is the input noise propagated to the fine grid (the
 conditional variance of each fine pixel, the inverse diagonal of the Fisher
 matrix of the consistency fit: a lower bound, as errors of a deconvolution
-are correlated) plus the variance of the 8-fold self-ensemble (the network's
-own spread under flips and rotations of its input), documented in HISTORY.
+are correlated) plus the sample variance of the self-ensemble (the network's
+own spread under flips and rotations of its input; with 2 members an estimate
+with one degree of freedom per pixel, with all 8 a steadier one), documented
+in HISTORY.
 """
 
 import numpy as np
@@ -45,10 +49,13 @@ CONSISTENCY_MODES = ("observation", "pixel", None)
 #: the network's receptive radius (~22 input pixels for 8 blocks).
 DEFAULT_TILE = 128
 DEFAULT_OVERLAP = 32
+#: Default number of self-ensemble members: the fewest that estimate the
+#: network's spread (each member is one network pass).
+DEFAULT_ENSEMBLE = 2
 
 
 def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
-            consistency="observation", ensemble=True, max_iter=100):
+            consistency="observation", ensemble=DEFAULT_ENSEMBLE, max_iter=100):
     """Super-resolve one image with a network, held to the data.
 
     Parameters
@@ -68,9 +75,10 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         Tile side and the margin added on each side (input pixels).
     consistency : {"observation", "pixel", None}
         See the module notes.
-    ensemble : bool
-        Average the 8 flips/rotations of the input (and report their spread
-        in the uncertainty).
+    ensemble : bool or {1, 2, 4, 8}
+        Number of flips/rotations of the input to average (True: all 8,
+        False: 1), each one network pass; with 2 or more their spread goes
+        into the uncertainty.
     max_iter : int
         Safety cap on the consistency iterations.
 
@@ -89,6 +97,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     model = get_model(model)
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
+    ensemble_size(ensemble)
     ccd = _as_ccd(ccd)
     scale = model.scale
     data, var, good = frame_arrays(ccd)
@@ -101,15 +110,18 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     mean, spread = _network(model, filled, int(tile), int(overlap), ensemble)
     fine = mean + level / scale ** 2
     notes = [f"astrosr.enhance: model={model.name} sha256={_weights_hash(model)[:16]} "
-             f"tile={tile} overlap={overlap} ensemble={'8-fold' if ensemble else 'off'}"]
-    chi2 = None
+             f"tile={tile} overlap={overlap} ensemble={ensemble_size(ensemble)}-fold"]
+    keys = {}
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale)
         fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, scale, psf,
                                                               max_iter)
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
-                     f"stop={info['stopped']}")
+                     f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
+        keys = {"CHI2RED": (round(float(chi2), 4), "reduced chi2 of the re-observed output")}
+        if info["chi2_sources"] is not None:
+            keys["CHI2SRC"] = (round(info["chi2_sources"], 4), "same, on source pixels only")
     else:
         if consistency == "pixel":
             fine = _pixel_consistency(fine, data, good, scale)
@@ -117,7 +129,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         notes.append(f"astrosr.enhance: consistency={consistency}")
     notes.append("astrosr.enhance: uncertainty = input noise on the fine grid + "
                  "self-ensemble variance")
-    return _result(ccd, fine, cond_var + spread, good, scale, notes, chi2)
+    return _result(ccd, fine, cond_var + spread, good, scale, notes, keys)
 
 
 # --------------------------------------------------------------------------- input
@@ -149,21 +161,35 @@ def _fill(data, good):
 # --------------------------------------------------------------------------- network
 
 
+#: Order in which self-ensemble members are taken (k -> flip, rot = divmod(k, 4)):
+#: the identity, then a diagonal mirror, which swaps and reverses both axes.
+_MEMBER_ORDER = (0, 5, 2, 7, 1, 4, 3, 6)
+
+
+def ensemble_size(ensemble):
+    """Number of self-ensemble members: True -> 8, False -> 1, or 1, 2, 4 or 8."""
+    n = (8 if ensemble else 1) if isinstance(ensemble, bool) else ensemble
+    if n not in (1, 2, 4, 8):
+        raise ValueError(f"ensemble must be True, False, 1, 2, 4 or 8, got {ensemble!r}")
+    return int(n)
+
+
 def _network(model, image, tile, overlap, ensemble, softening=None):
-    """Mean and variance over the self-ensemble of the tiled network output."""
+    """Mean and sample variance over the self-ensemble of the tiled network output."""
     from .models.transform import noise_sigma
 
     if softening is None:
         softening = noise_sigma(image)  # one value for the whole image, so tiles agree
+    n = ensemble_size(ensemble)
     outs = []
-    for k in range(8 if ensemble else 1):
+    for k in _MEMBER_ORDER[:n]:
         flip, rot = divmod(k, 4)
         t = np.rot90(image[:, ::-1] if flip else image, rot)
         y = _tiled(model, np.ascontiguousarray(t), tile, overlap, softening)
         y = np.rot90(y, -rot)
         outs.append(y[:, ::-1] if flip else y)
     outs = np.array(outs, dtype=np.float64)
-    return outs.mean(axis=0), (outs.var(axis=0) if ensemble else np.zeros(outs.shape[1:]))
+    return outs.mean(axis=0), (outs.var(axis=0, ddof=1) if n > 1 else np.zeros(outs.shape[1:]))
 
 
 def _tiled(model, image, tile, overlap, softening):
@@ -211,12 +237,25 @@ def _observation_consistency(fine, data, var, good, scale, psf, max_iter):
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
     start = _start_image(op, fine, stack, good[None])
     image, info = _richardson_lucy(op, stack, good[None], _PoissonNoise(stack, np.zeros(1)),
-                                   start, None, max_iter)
+                                   start, None, max_iter, sources=_sources(data, var, good)[None])
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
                                       squared=True))
     with np.errstate(divide="ignore"):
         cond_var = np.where(fisher > 0, 1.0 / fisher, np.inf)
     return op.crop_image(image), cond_var, info["chi2"], info
+
+
+def _sources(data, var, good, nsigma=5.0):
+    """Input pixels on or beside a significant source, for the consistency stop.
+
+    Detected on the 3x3 box mean above the sky (5 sigma of that mean), so a
+    pixel is not chosen for its own noise, whose residual would then be
+    large whatever the model; grown by one pixel to include the sources' edges.
+    """
+    _, level, _ = sigma_clipped_stats(data[good])
+    box = ndimage.uniform_filter(np.where(good, data - level, 0.0), size=3)
+    sigma = np.sqrt(ndimage.uniform_filter(np.where(good, var, 0.0), size=3) / 9.0)
+    return ndimage.binary_dilation(good & (box > nsigma * sigma)) & good
 
 
 class _SingleFrame:
@@ -240,7 +279,7 @@ def _pixel_consistency(fine, data, good, scale):
 # --------------------------------------------------------------------------- output
 
 
-def _result(ccd, fine, var, good, scale, notes, chi2):
+def _result(ccd, fine, var, good, scale, notes, keys):
     from .fusion import _output_header, _surface_brightness
 
     if _surface_brightness(ccd.unit):
@@ -248,8 +287,7 @@ def _result(ccd, fine, var, good, scale, notes, chi2):
     mask = np.repeat(np.repeat(~good, scale, 0), scale, 1) | ~np.isfinite(var)
     meta = _output_header(ccd.meta)
     meta["SRSCALE"] = (scale, "output pixels per input pixel")
-    if chi2 is not None:
-        meta["CHI2RED"] = (round(float(chi2), 4), "reduced chi2 of the re-observed output")
+    meta.update(keys)
     for note in notes:
         add_history(meta, note)
     return CCDData(np.where(mask, 0.0, fine).astype(np.float32), unit=ccd.unit,

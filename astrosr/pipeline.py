@@ -77,9 +77,10 @@ class MultiFrameSR:
         Drizzle's drop size (``fusion="drizzle"``).
     reject : {"auto", True, False}
         Outlier rejection in the fusion.
-    ensemble : bool
-        Average the refinement over the 8 flips and rotations (8 times the
-        network's cost) and add their spread to the uncertainty.
+    ensemble : bool or {1, 2, 4, 8}
+        Average the refinement over that many flips and rotations (True: all
+        8; that many times the network's cost) and add their spread to the
+        uncertainty.
     tile, overlap : int
         Tiles of the refinement network (fine pixels).
     max_iter : int
@@ -249,7 +250,7 @@ def _load_model(refine):
 
 def _refine(fused, frames, model, scale, tile, overlap, ensemble):
     """The network on the fused image (sky level removed and restored); mean, spread, note."""
-    from .inference import _fill, _network, _weights_hash
+    from .inference import _fill, _network, _weights_hash, ensemble_size
     from .models.transform import stack_softening
 
     good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
@@ -260,8 +261,8 @@ def _refine(fused, frames, model, scale, tile, overlap, ensemble):
     mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), ensemble,
                             softening=softening)
     note = (f"refined with {model.name} sha256={_weights_hash(model)[:16]} tile={tile} "
-            f"overlap={overlap} ensemble={'8-fold' if ensemble else 'off'}")
-    return np.where(good, mean + level, 0.0), (spread if ensemble else None), note
+            f"overlap={overlap} ensemble={ensemble_size(ensemble)}-fold")
+    return np.where(good, mean + level, 0.0), (spread if ensemble_size(ensemble) > 1 else None), note
 
 
 def _without_rejected(frames, rejected):

@@ -40,6 +40,7 @@ from scipy import ndimage
 import astrosr
 from astrosr import simulate
 from astrosr.forward import ObservationOperator
+from astrosr.inference import DEFAULT_ENSEMBLE
 from astrosr.metrics import fwhm, isolated_stars, photometric_error, psnr, ssim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,6 +88,23 @@ def best_richardson_lucy(frame, truth, n_iter=1000, every=10):
     return best, seconds, best_it
 
 
+def photometric_noise_floor(truth, stars):
+    """Median |error| the frame's noise alone gives an unbiased aperture flux.
+
+    Per star: 0.674 (the median of |N(0, 1)|) times the noise of the
+    aperture sum (Poisson of the star, sky and read noise over the
+    aperture's input pixels) over the true flux.
+    """
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    if len(stars) == 0:
+        return np.nan
+    ap = CircularAperture(stars, r=RADIUS)
+    flux = np.asarray(aperture_photometry(truth, ap)["aperture_sum"])
+    area = ap.area / SCALE ** 2  # input pixels
+    return float(np.median(0.674 * np.sqrt(flux + area * (SKY + READ_NOISE ** 2)) / flux))
+
+
 def load_models(stems, shipped=True):
     from astrosr.models import SRModel, available_models
 
@@ -108,7 +126,7 @@ def score(image, truth, stars, seconds):
                 mpix=np.asarray(image).size / 1e6 / seconds)
 
 
-def bench_image(name, runs, models, log):
+def bench_image(name, runs, models, log, ensemble):
     rows = {}
     for run in range(runs):
         truth = make_truth(name, seed=run)
@@ -118,6 +136,8 @@ def bench_image(name, runs, models, log):
         up = bicubic(frame)
         rows.setdefault("bicubic", []).append(score(up, truth, stars, time.perf_counter() - t0))
         rows.setdefault("truth", []).append(score(truth, truth, stars, 1.0))
+        rows.setdefault("(aperture noise floor)", []).append(
+            {"psnr": np.nan, "phot": photometric_noise_floor(truth, stars)})
         rl, sec, it = best_richardson_lucy(frame, truth)
         rows.setdefault("Richardson-Lucy (best it.)", []).append(score(rl, truth, stars, sec))
         log(f"  {name} run {run}: bicubic {rows['bicubic'][-1]['psnr']:.2f} dB, RL "
@@ -125,7 +145,7 @@ def bench_image(name, runs, models, log):
         for mname, model in models.items():
             for mode in MODES:
                 t0 = time.perf_counter()
-                out = model.enhance(frame, psf=PSF, consistency=mode)
+                out = model.enhance(frame, psf=PSF, consistency=mode, ensemble=ensemble)
                 sec = time.perf_counter() - t0
                 key = f"{mname} [{mode}]"
                 rows.setdefault(key, []).append(score(out.data, truth, stars, sec))
@@ -144,6 +164,8 @@ def main(argv=None):
     parser.add_argument("--images", nargs="+", choices=IMAGES, default=IMAGES)
     parser.add_argument("--models", nargs="*", default=None,
                         help="extra model stems (PATH for PATH.weights.h5 + PATH.json)")
+    parser.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=DEFAULT_ENSEMBLE,
+                        help=f"self-ensemble members (default {DEFAULT_ENSEMBLE}, the library's)")
     parser.add_argument("--no-shipped", action="store_true",
                         help="only the --models, not the shipped ones")
     args = parser.parse_args(argv)
@@ -154,14 +176,15 @@ def main(argv=None):
     models = load_models(args.models, shipped=not args.no_shipped)
     print(f"astrosr single-frame benchmark: x{SCALE}, Gaussian PSF sigma 1.2 input px, sky {SKY:g} e- "
           f"(subtracted), read noise {READ_NOISE:g} e-; {os.cpu_count()} CPUs; astrosr "
-          f"{astrosr.__version__}; medians over {args.runs} run(s); scored {MARGIN} fine px inside")
+          f"{astrosr.__version__}; medians over {args.runs} run(s); scored {MARGIN} fine px inside; "
+          f"self-ensemble {args.ensemble}")
     header = (f"{'image':<9} {'method':<36} {'PSNR':>7} {'vs bicubic':>10} {'vs RL':>7} {'SSIM':>6} "
               f"{'phot err':>8} {'FWHM':>5} {'chi2':>6} {'Mpix/s':>7}")
     print(header)
     print("-" * len(header))
     for name in [i for i in args.images if available(i)]:
         log(f"{name}: {args.runs} run(s)")
-        rows = bench_image(name, args.runs, models, log)
+        rows = bench_image(name, args.runs, models, log, args.ensemble)
         ref = median(rows["bicubic"], "psnr")
         rl = median(rows["Richardson-Lucy (best it.)"], "psnr")
         for key, r in rows.items():
@@ -171,7 +194,8 @@ def main(argv=None):
                   f"{median(r, 'chi2'):6.2f} {median(r, 'mpix'):7.2f}")
         print()
     print("phot err: median |aperture flux - truth's| / truth's, radius 4 input px, isolated stars "
-          "at the true positions; FWHM: median of isolated stars, fine px (the truth's: row "
+          "at the true positions ('(aperture noise floor)': what the frame's noise alone "
+          "gives an unbiased aperture sum); FWHM: median of isolated stars, fine px (the truth's: row "
           "'truth'); chi2: reduced chi-square of the re-observed output (observation "
           "mode); Mpix/s: output megapixels per second (RL: time to its best iteration).")
     return 0

@@ -93,6 +93,8 @@ def test_psf_is_estimated_from_stars_when_not_given(model, frame):
 def test_bad_arguments(model, frame):
     with pytest.raises(ValueError, match="consistency must be one of"):
         model.enhance(frame, consistency="exact")
+    with pytest.raises(ValueError, match="ensemble must be True, False, 1, 2, 4 or 8, got 3"):
+        model.enhance(frame, ensemble=3)
     with pytest.raises(FileNotFoundError, match="'nope' is neither a shipped model"):
         astrosr.enhance(frame, model="nope")
     with pytest.raises(ValueError, match="2-D"):
@@ -111,3 +113,52 @@ def test_shipped_model_loads_offline_and_enhances(frame):
     out = astrosr.enhance(small, psf=GaussianPSF(1.2), ensemble=False)
     assert out.shape == (4 * 32, 4 * 32) and out.meta["CHI2RED"] <= 1.3
     assert model.card["weights"]["sha256"][:16] in "".join(out.meta["HISTORY"])
+
+
+def test_consistency_fits_each_source_not_only_the_sky(model, monkeypatch):
+    """Over a large empty sky, the whole-image chi-square passes while two
+    stars are still 10 sigma off in flux; the source-pixel chi-square does not."""
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    from astrosr import inference
+
+    truth = np.zeros((1024, 1024))
+    truth[510, 514] = truth[300, 700] = 3e4
+    frame = simulate.observe(truth, n_frames=1, scale=S, psf=GaussianPSF(1.2), seed=2).frames[0]
+    frame.data = frame.data - 100.0
+    ap = CircularAperture([(514 / S - 0.375, 510 / S - 0.375), (700 / S - 0.375, 300 / S - 0.375)],
+                          r=4)
+    sigma = np.sqrt(ap.area * 125.0)  # sky 100 e- + read noise 5 e-, per aperture
+
+    def star_misfit():
+        out = model.enhance(frame, psf=GaussianPSF(1.2), ensemble=False)
+        again = simulate.render(out.data, [[0.0, 0.0]], scale=S, psf=GaussianPSF(1.2),
+                                edge="reflect")[0]
+        flux = [np.asarray(aperture_photometry(im, ap)["aperture_sum"]) for im in (again, frame.data)]
+        return np.abs(flux[0] - flux[1]) / sigma, out
+
+    misfit, out = star_misfit()
+    assert np.all(misfit < 3.0) and out.meta["CHI2SRC"] <= 1.5 and out.meta["CHI2RED"] <= 1.3
+    monkeypatch.setattr(inference, "_sources", lambda data, var, good: np.zeros_like(good))
+    misfit, out = star_misfit()
+    assert np.all(misfit > 5.0) and "CHI2SRC" not in out.meta and out.meta["CHI2RED"] <= 1.3
+
+
+def test_self_ensemble_members_and_spread(model, frame):
+    """2 members: the mean of the network on the image and on its diagonal
+    mirror (mapped back), and their sample variance in the uncertainty."""
+    from astrosr.inference import _network
+    from astrosr.models.transform import noise_sigma
+
+    img = np.asarray(frame.data[:40, :48], dtype=float)  # not square: axes swap
+    soft = noise_sigma(img)
+    one, spread1 = _network(model, img, 64, 16, 1, soft)
+    mirror = np.ascontiguousarray(np.rot90(img[:, ::-1], 1))
+    back = np.rot90(_network(model, mirror, 64, 16, 1, soft)[0], -1)[:, ::-1]
+    two, spread2 = _network(model, img, 64, 16, 2)
+    np.testing.assert_allclose(two, (one + back) / 2, rtol=1e-6, atol=1e-6 * np.abs(one).max())
+    np.testing.assert_allclose(spread2, (one - back) ** 2 / 2, rtol=1e-5,
+                               atol=1e-6 * np.abs(one).max() ** 2)
+    assert not spread1.any() and spread2.max() > 0
+    eight = model.enhance(frame, consistency=None, ensemble=True)
+    assert "ensemble=8-fold" in "".join(eight.meta["HISTORY"])

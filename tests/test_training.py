@@ -241,6 +241,22 @@ def test_train_rejects_bad_options(sky):
         train("srresnet", loss_weights={"adversarial": 1.0}, images=[sky])
     with pytest.raises(ValueError, match="steps must be an integer"):
         train("srresnet", steps=0, images=[sky])
+    with pytest.raises(ValueError, match="label_smoothing must be in \\[0, 0.5\\), got 0.5"):
+        train("srgan", loss_weights={"label_smoothing": 0.5}, images=[sky])
+
+
+def test_one_sided_label_smoothing():
+    """Real patches are scored against 1 - smoothing, generated ones against 0."""
+    real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
+
+    def bce(logit, label):  # -[y log s(x) + (1 - y) log(1 - s(x))]
+        p = 1.0 / (1.0 + np.exp(-logit))
+        return -(label * np.log(p) + (1 - label) * np.log(1 - p))
+
+    expected = np.mean(bce(np.array([2.0, -1.0]), 0.9)) + np.mean(bce(np.array([0.5, -3.0]), 0.0))
+    got = float(losses.discriminator_loss(real, fake, real_label=0.9))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(losses.discriminator_loss(real, fake)) < got  # these real logits fit 1 better
 
 
 def test_cli_train_end_to_end(tmp_path):

@@ -107,9 +107,13 @@ def generator_adversarial_loss(fake_logits):
     return _bce(fake_logits, 1.0)
 
 
-def discriminator_loss(real_logits, fake_logits):
-    """Binary cross-entropy of the discriminator on real and generated patches."""
-    return _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+def discriminator_loss(real_logits, fake_logits, real_label=1.0):
+    """Binary cross-entropy of the discriminator on real and generated patches.
+
+    ``real_label`` below 1 is one-sided label smoothing (the generated
+    patches' target stays 0).
+    """
+    return _bce(real_logits, real_label) + _bce(fake_logits, 0.0)
 
 
 def feature_matching_loss(real_features, fake_features):

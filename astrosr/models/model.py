@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference import DEFAULT_ENSEMBLE, DEFAULT_OVERLAP, DEFAULT_TILE
 from .baselines import build_srcnn, build_vdsr
 from .srgan import build_generator
 from .transform import forward, inverse, noise_sigma
@@ -154,8 +155,8 @@ class SRModel:
         y = keras.ops.convert_to_numpy(self._inference(forward(a, s)[None, :, :, None]))
         return inverse(y[0, :, :, 0], s) / np.float32(self.scale ** 2)
 
-    def enhance(self, ccd, *, psf=None, tile=128, overlap=32, consistency="observation",
-                ensemble=True, max_iter=100):
+    def enhance(self, ccd, *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
+                consistency="observation", ensemble=DEFAULT_ENSEMBLE, max_iter=100):
         """Super-resolve an image with this model, held to the data.
 
         See `astrosr.enhance` for the parameters and what each consistency

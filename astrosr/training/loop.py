@@ -32,7 +32,8 @@ MODELS = ("srresnet", "srgan", "srcnn", "vdsr")
 #: Default loss weights of each stage (``linear`` weighs the linear L1 inside the pixel loss).
 LOSS_WEIGHTS = {
     "pixel": {"linear": 1.0, "consistency": 0.0},
-    "gan": {"content": 1.0, "adversarial": 1e-3, "pixel": 0.0, "linear": 1.0, "consistency": 0.0},
+    "gan": {"content": 1.0, "adversarial": 1e-3, "pixel": 0.0, "linear": 1.0, "consistency": 0.0,
+            "label_smoothing": 0.0},
 }
 #: Learning-rate schedules.
 SCHEDULES = ("cosine", "step", "constant")
@@ -83,7 +84,9 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         Overrides of `LOSS_WEIGHTS` for the stage: ``linear`` (linear L1 in
         the pixel loss), ``consistency`` (chi-square of the re-observed output;
         0 = off), and for stage ``"gan"`` ``content``, ``adversarial``,
-        ``pixel``.
+        ``pixel`` and ``label_smoothing`` (the discriminator's target for real
+        patches is ``1 - label_smoothing``: one-sided smoothing, Salimans et
+        al. 2016, which keeps the discriminator from winning outright).
     vgg19_weights : str or Path, optional
         Local Keras VGG19 weights file (no top) for the content loss of stage
         ``"gan"``; without it the content loss is discriminator feature
@@ -221,6 +224,8 @@ def _loss_weights(stage, overrides):
         raise ValueError(f"unknown loss_weights {sorted(unknown)} for stage {stage!r}; "
                          f"known: {sorted(weights)}")
     weights.update({k: float(v) for k, v in (overrides or {}).items()})
+    if not 0.0 <= weights.get("label_smoothing", 0.0) < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {weights['label_smoothing']}")
     return weights
 
 
@@ -373,7 +378,8 @@ class _Trainer:
             # One pass over real and generated patches together.
             both = self.features(tf.concat([y, p], axis=0), training=True)
             real, fake = zip(*(tf.split(f, 2, axis=0) for f in both), strict=True)
-            d_loss = losses.discriminator_loss(real[-1], fake[-1])
+            d_loss = losses.discriminator_loss(real[-1], fake[-1],
+                                               real_label=1.0 - w["label_smoothing"])
             content = (self.vgg(p, y) if self.vgg
                        else losses.feature_matching_loss(real[:-1], fake[:-1]))
             terms = {"content": content, "adversarial": losses.generator_adversarial_loss(fake[-1])}
