@@ -29,6 +29,7 @@ Run from the repository root::
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PSF, READ_NOISE, SCALE, SKY, available, make_truth  # noqa: E402
 
 IMAGES = ["stars", "galaxies", "spitzer", "2mass"]
+CARDS = Path(astrosr.__file__).resolve().parent / "data"
 MARGIN = 16
 RADIUS = 4 * SCALE  # aperture radius: 4 input pixels, in fine pixels
 MODES = ["observation", "pixel", None]
@@ -168,6 +170,9 @@ def main(argv=None):
                         help=f"self-ensemble members (default {DEFAULT_ENSEMBLE}, the library's)")
     parser.add_argument("--no-shipped", action="store_true",
                         help="only the --models, not the shipped ones")
+    parser.add_argument("--json", default=None, help="also write the medians to this JSON file")
+    parser.add_argument("--record", action="store_true",
+                        help="write each shipped model's figures into its card in astrosr/data")
     args = parser.parse_args(argv)
 
     def log(msg):
@@ -182,11 +187,14 @@ def main(argv=None):
               f"{'phot err':>8} {'FWHM':>5} {'chi2':>6} {'Mpix/s':>7}")
     print(header)
     print("-" * len(header))
+    results = {}
     for name in [i for i in args.images if available(i)]:
         log(f"{name}: {args.runs} run(s)")
         rows = bench_image(name, args.runs, models, log, args.ensemble)
         ref = median(rows["bicubic"], "psnr")
         rl = median(rows["Richardson-Lucy (best it.)"], "psnr")
+        results[name] = {key: {k: median(r, k) for k in ("psnr", "ssim", "phot", "fwhm", "chi2",
+                                                          "mpix")} for key, r in rows.items()}
         for key, r in rows.items():
             p = median(r, "psnr")
             print(f"{name:<9} {key:<36} {p:7.2f} {p - ref:+10.2f} {p - rl:+7.2f} "
@@ -198,7 +206,43 @@ def main(argv=None):
           "gives an unbiased aperture sum); FWHM: median of isolated stars, fine px (the truth's: row "
           "'truth'); chi2: reduced chi-square of the re-observed output (observation "
           "mode); Mpix/s: output megapixels per second (RL: time to its best iteration).")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=True))
+    if args.record:
+        record_in_cards(results, [m for m in models if (CARDS / f"{m}.json").exists()], args)
     return 0
+
+
+def record_in_cards(results, names, args):
+    """Each shipped model's benchmark figures into its model card (``metrics.benchmark``)."""
+    for name in names:
+        path = CARDS / f"{name}.json"
+        card = json.loads(path.read_text())
+
+        def figure(method, key, digits):
+            return {img: round(r[method][key], digits) for img, r in results.items()
+                    if method in r and np.isfinite(r[method][key])}
+
+        modes = {"observation": "observation", "pixel": "pixel", "raw": "None"}
+        card.setdefault("metrics", {})["benchmark"] = {
+            "command": "python benchmarks/single_frame.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"), "hardware": f"{os.cpu_count()} CPU cores",
+            "setup": f"single 128x128 frames from 512x512 truths (never trained on), x{SCALE}, "
+                     f"Gaussian PSF sigma 1.2 input px (given), sky {SKY:g} e- subtracted, read "
+                     f"noise {READ_NOISE:g} e-; scored {MARGIN} fine px inside the edges; "
+                     f"{args.ensemble}-member self-ensemble; medians over {args.runs} run(s)",
+            "psnr_db": {img: {"bicubic": round(r["bicubic"]["psnr"], 2),
+                              "richardson_lucy_best": round(r["Richardson-Lucy (best it.)"]["psnr"], 2),
+                              **{m: round(r[f"{name} [{k}]"]["psnr"], 2) for m, k in modes.items()}}
+                        for img, r in results.items()},
+            "photometric_error": {m: figure(f"{name} [{k}]", "phot", 4) for m, k in modes.items()},
+            "fwhm_fine_px": {m: figure(f"{name} [{k}]", "fwhm", 2) for m, k in modes.items()},
+            "output_mpix_per_s": {m: float(np.median(list(figure(f"{name} [{k}]", "mpix", 3)
+                                                          .values())))
+                                  for m, k in modes.items()},
+        }
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"recorded the figures in {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 The peers the project started from, trained with astrosr's trainer on the
 same truths and degradation as ``srresnet-x4`` (the Hubble Deep Field and 16
 synthetic skies, Gaussian PSF sigma 0.9-1.6 input pixels; pixel losses), small
-enough to train in minutes on 2 CPU cores. ``vdsr-x4`` (2,000 steps, 9
-minutes) ships in ``astrosr/data``; SRCNN does not. To compare both: run
-this, then::
+enough to train in minutes on 2 CPU cores. Both ship in ``astrosr/data``:
+``vdsr-x4`` (2,000 steps, 9 minutes) and ``srcnn-x4`` (2,000 steps, 4.5
+minutes), so ``benchmarks/single_frame.py`` compares them by default. To
+compare your own run::
 
-    python benchmarks/single_frame.py --models runs/srcnn-x4 runs/vdsr-x4
+    python benchmarks/single_frame.py --models runs/srcnn-x4 runs/vdsr-x4 --no-shipped
 
 Usage::
 

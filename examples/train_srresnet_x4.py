@@ -19,7 +19,6 @@ learning rate (29 minutes in all on 2 CPU cores)::
 import argparse
 import sys
 
-from astrosr.models import SRModel
 from astrosr.training import Degradation, train
 
 
@@ -30,38 +29,19 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--then", type=int, default=0,
                         help="further steps from the result at learning rate 2e-4 (seed 2)")
-    parser.add_argument("--polish", type=int, default=0,
-                        help="further steps on 32x32 patches at learning rate 1e-4 with the "
-                             "re-observation (consistency) loss (seed 3)")
-    parser.add_argument("--consistency", type=float, default=0.05,
-                        help="weight of the consistency loss in the --polish stage")
-    parser.add_argument("--start", default=None,
-                        help="a saved model's stem to start from instead of training stage 1 "
-                             "(e.g. astrosr/data/srresnet-x4 to polish the shipped weights)")
     args = parser.parse_args(argv)
     degradation = Degradation(psf_sigma=(0.9, 1.6), moffat_fraction=0.0)
-    if args.start:
-        model = SRModel.load(args.start)
-    else:
-        model = train("srresnet", steps=args.steps, batch_size=16, patch=24, scale=4,
-                      model_options={"n_blocks": 8, "filters": 32}, learning_rate=5e-4,
-                      lr_schedule="cosine", n_synthetic=16, degradation=degradation,
-                      loss_weights={"linear": 1.0}, seed=1, checkpoint_dir=args.out + ".ckpt",
-                      checkpoint_every=1000, steps_per_epoch=500, threads=args.threads,
-                      command="python examples/train_srresnet_x4.py " + " ".join(sys.argv[1:]))
-    if args.then and not args.start:
+    model = train("srresnet", steps=args.steps, batch_size=16, patch=24, scale=4,
+                  model_options={"n_blocks": 8, "filters": 32}, learning_rate=5e-4,
+                  lr_schedule="cosine", n_synthetic=16, degradation=degradation,
+                  loss_weights={"linear": 1.0}, seed=1, checkpoint_dir=args.out + ".ckpt",
+                  checkpoint_every=1000, steps_per_epoch=500, threads=args.threads,
+                  command="python examples/train_srresnet_x4.py " + " ".join(sys.argv[1:]))
+    if args.then:
         model = train(model, steps=args.then, batch_size=16, patch=24, scale=4, learning_rate=2e-4,
                       lr_schedule="cosine", n_synthetic=16, degradation=degradation,
                       loss_weights={"linear": 1.0}, seed=2, checkpoint_dir=args.out + ".ckpt2",
                       checkpoint_every=1000, steps_per_epoch=500, threads=args.threads,
-                      command="python examples/train_srresnet_x4.py " + " ".join(sys.argv[1:]))
-    if args.polish:
-        model = train(model, steps=args.polish, batch_size=16, patch=32, scale=4,
-                      learning_rate=1e-4, lr_schedule="cosine", n_synthetic=16,
-                      degradation=degradation,
-                      loss_weights={"linear": 1.0, "consistency": args.consistency}, seed=3,
-                      checkpoint_dir=args.out + ".ckpt3", checkpoint_every=500,
-                      steps_per_epoch=500, threads=args.threads,
                       command="python examples/train_srresnet_x4.py " + " ".join(sys.argv[1:]))
     model.card["name"] = "srresnet-x4"
     model.save(args.out, overwrite=True)
