@@ -377,6 +377,8 @@ def _stack_parser(sub):
 
 
 def _enhance_parser(sub):
+    from .inference import DEFAULT_ENSEMBLE, DEFAULT_TILE
+
     en = _command(sub, "enhance", "super-resolve one image (x4) with a network held to the data",
                   "astrosr enhance image.fits -o image_x4.fits\n"
                   "  astrosr enhance image.fits --consistency pixel -o image_x4.fits")
@@ -388,9 +390,9 @@ def _enhance_parser(sub):
     en.add_argument("--consistency", choices=["observation", "pixel", "none"],
                     default="observation", help="how the output is held to the input "
                                                 "(default observation)")
-    en.add_argument("--tile", type=int, default=128, help="tile side, input pixels (default 128)")
-    from .inference import DEFAULT_ENSEMBLE
-
+    en.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                    help=f"tile side, input pixels (default {DEFAULT_TILE}; smaller uses less "
+                         "memory)")
     _ensemble_option(en, DEFAULT_ENSEMBLE)
     _common_output(en)
     en.set_defaults(func=_enhance)

@@ -237,8 +237,8 @@ def record_in_cards(results, names, args):
                         for img, r in results.items()},
             "photometric_error": {m: figure(f"{name} [{k}]", "phot", 4) for m, k in modes.items()},
             "fwhm_fine_px": {m: figure(f"{name} [{k}]", "fwhm", 2) for m, k in modes.items()},
-            "output_mpix_per_s": {m: float(np.median(list(figure(f"{name} [{k}]", "mpix", 3)
-                                                          .values())))
+            "output_mpix_per_s": {m: round(float(np.median(list(figure(f"{name} [{k}]", "mpix", 3)
+                                                                .values()))), 3)
                                   for m, k in modes.items()},
         }
         path.write_text(json.dumps(card, indent=2) + "\n")

@@ -12,7 +12,7 @@ degradation as ``srresnet-x4`` (the Hubble Deep Field and 16 synthetic skies;
 Gaussian PSF sigma 0.9-1.6 input pixels); never the benchmark images in
 ``shared/data``. Resumes from its checkpoints::
 
-    python examples/train_srgan_x4.py --steps 2000 --out runs/srgan-x4
+    python examples/train_srgan_x4.py --steps 2500 --out runs/srgan-x4
 """
 
 import argparse
@@ -24,7 +24,7 @@ from astrosr.training import Degradation, train
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--init", default="srresnet-x4", help="stage-1 model (shipped name or stem)")
     parser.add_argument("--out", default="runs/srgan-x4", help="output stem (and checkpoint dir)")
     parser.add_argument("--threads", type=int, default=2)
