@@ -494,6 +494,8 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
     if start is None:
         level = max(float(np.sum(np.where(good, stack.data, 0)) / n_pix) / op.scale ** 2, 1e-3)
         start = np.where(observed, level, 0.0)
+    # Zero outside the observed pixels, so the update needs no masking.
+    inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0)
     x, previous, step, step_before = start, None, None, None
     chi2, change, stopped = np.inf, np.inf, "max_iter"
     for it in range(1, int(max_iter) + 1):
@@ -507,15 +509,18 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
             x, stopped = y, "discrepancy"
             break
         ratio = weight * counts / np.maximum(predicted + bg, 1e-12)
-        new = np.where(observed, y * op.adjoint(ratio) / np.where(observed, norm, 1.0), 0.0)
+        new = op.adjoint(ratio)
+        new *= y
+        new *= inv_norm
         step_before, step = step, new - y
         previous, x = x, new
-        change = float(np.sum(np.abs(step)) / max(np.sum(np.abs(y)), 1e-300))
-        if stop == "converged" and change < tol:
-            stopped = "converged"
-            break
+        if stop == "converged":
+            change = float(np.sum(np.abs(step)) / max(np.sum(np.abs(y)), 1e-300))
+            if change < tol:
+                stopped = "converged"
+                break
     info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source,
-            "change": change, "chi2_sources": chi2_src if n_src else None}
+            "chi2_sources": chi2_src if n_src else None}
     return x, info
 
 
