@@ -206,6 +206,8 @@ def _train(args):
         if p.exists() and not args.overwrite:
             raise FileExistsError(f"{p} exists: pass --overwrite to replace it")
     weights = {} if args.consistency is None else {"consistency": args.consistency}
+    if args.label_smoothing is not None:
+        weights["label_smoothing"] = args.label_smoothing
     result = train(
         model, stage="gan" if args.model == "srgan" else "pixel", steps=args.steps,
         batch_size=args.batch, patch=args.patch, scale=args.scale or 4, model_options=options,
@@ -462,6 +464,9 @@ def _train_parser(sub):
     tr.add_argument("--synthetic", type=int, default=8, help="synthetic skies (default 8)")
     tr.add_argument("--consistency", type=float, metavar="WEIGHT",
                     help="weight of the consistency (chi-square) term (default 0: off)")
+    tr.add_argument("--label-smoothing", type=float, metavar="S",
+                    help="srgan: the discriminator's target for real patches is 1 - S "
+                         "(default 0; the shipped srgan-x4 used 0.1)")
     tr.add_argument("--vgg19-weights", metavar="FILE",
                     help="local Keras VGG19 weights (no top) for the srgan content loss; "
                          "default: discriminator feature matching")

@@ -284,3 +284,8 @@ def test_cli_train_bad_input_exits_2_and_existing_output_3(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["train", "--init", str(tmp_path / "m"), "--blocks", "2"]) == 2
     assert "cannot be combined with --init" in capsys.readouterr().err
+    out = str(tmp_path / "x")
+    assert cli.main(["train", "--label-smoothing", "0.1", "--out", out, "--quiet"]) == 2
+    assert "unknown loss_weights ['label_smoothing'] for stage 'pixel'" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "srgan", "--label-smoothing", "0.6", "--out", out]) == 2
+    assert "label_smoothing must be in [0, 0.5), got 0.6" in capsys.readouterr().err
