@@ -99,7 +99,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     model = get_model(model)
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
-    ensemble_size(ensemble)
+    members = ensemble_size(ensemble)
     ccd = _as_ccd(ccd)
     scale = model.scale
     data, var, good = frame_arrays(ccd)
@@ -109,15 +109,15 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         var = np.where(good, _estimated_variance(data, good), np.inf)
     _, level, _ = sigma_clipped_stats(data[good])
     filled = _fill(data - level, good)
-    mean, spread = _network(model, filled, int(tile), int(overlap), ensemble)
+    mean, spread = _network(model, filled, int(tile), int(overlap), members)
     fine = mean + level / scale ** 2
     notes = [f"astrosr.enhance: model={model.name} sha256={_weights_hash(model)[:16]} "
-             f"tile={tile} overlap={overlap} ensemble={ensemble_size(ensemble)}-fold"]
+             f"tile={tile} overlap={overlap} ensemble={members}-fold"]
     keys = {}
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale)
-        fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, scale, psf,
-                                                              max_iter)
+        fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, level,
+                                                              scale, psf, max_iter)
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
                      f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
@@ -127,7 +127,8 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     else:
         if consistency == "pixel":
             fine = _pixel_consistency(fine, data, good, scale)
-        cond_var = np.repeat(np.repeat(np.where(good, var, np.inf), scale, 0), scale, 1) / scale ** 4
+        per_fine = np.where(good, var, np.inf) / scale ** 4
+        cond_var = np.repeat(np.repeat(per_fine, scale, 0), scale, 1)
         notes.append(f"astrosr.enhance: consistency={consistency}")
     notes.append("astrosr.enhance: uncertainty = input noise on the fine grid + "
                  "self-ensemble variance")
@@ -230,7 +231,7 @@ def _choose_psf(psf, ccd, model, scale):
         return GaussianPSF(sigma), "model card's training PSF (no usable stars)"
 
 
-def _observation_consistency(fine, data, var, good, scale, psf, max_iter):
+def _observation_consistency(fine, data, var, good, level, scale, psf, max_iter):
     """Richardson-Lucy from the network's output until the data are reproduced."""
     from .forward import ObservationOperator
     from .fusion import _PoissonNoise, _richardson_lucy, _start_image
@@ -238,8 +239,9 @@ def _observation_consistency(fine, data, var, good, scale, psf, max_iter):
     stack = _SingleFrame(data, var, good)
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
     start = _start_image(op, fine, stack, good[None])
+    sources = _sources(data - level, var, good)[None]
     image, info = _richardson_lucy(op, stack, good[None], _PoissonNoise(stack, np.zeros(1)),
-                                   start, None, max_iter, sources=_sources(data, var, good)[None])
+                                   start, None, max_iter, sources=sources)
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
                                       squared=True))
     with np.errstate(divide="ignore"):
@@ -247,15 +249,15 @@ def _observation_consistency(fine, data, var, good, scale, psf, max_iter):
     return op.crop_image(image), cond_var, info["chi2"], info
 
 
-def _sources(data, var, good, nsigma=5.0):
+def _sources(above_sky, var, good, nsigma=5.0):
     """Input pixels on or beside a significant source, for the consistency stop.
 
-    Detected on the 3x3 box mean above the sky (5 sigma of that mean), so a
-    pixel is not chosen for its own noise, whose residual would then be
-    large whatever the model; grown by one pixel to include the sources' edges.
+    Detected on the 3x3 box mean of the sky-subtracted image (5 sigma of that
+    mean), so a pixel is not chosen for its own noise, whose residual would
+    then be large whatever the model; grown by one pixel to include the
+    sources' edges.
     """
-    _, level, _ = sigma_clipped_stats(data[good])
-    box = ndimage.uniform_filter(np.where(good, data - level, 0.0), size=3)
+    box = ndimage.uniform_filter(np.where(good, above_sky, 0.0), size=3)
     sigma = np.sqrt(ndimage.uniform_filter(np.where(good, var, 0.0), size=3) / 9.0)
     return ndimage.binary_dilation(good & (box > nsigma * sigma)) & good
 

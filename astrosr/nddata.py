@@ -21,9 +21,8 @@ from astropy.nddata import (CCDData, InverseVariance, NDData, StdDevUncertainty,
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
-__all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance", "write_fits",
-           "read_fits", "rescale_wcs", "shift_wcs",
-           "add_history"]
+__all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance",
+           "write_fits", "read_fits", "rescale_wcs", "shift_wcs", "add_history"]
 
 
 def as_frames(frames, *, hdu=None, unit=None):

@@ -3,10 +3,11 @@
 `MultiFrameSR` runs the steps an astronomer would otherwise chain by hand:
 
 1. **register** the frames (`astrosr.register_stack`), unless shifts are given;
-2. **PSF**: the one given, or an effective PSF built from the stars of the
-   stack (`astrosr.psf.estimate_stack_psf`, photutils' ePSF builder with the
-   pixel response removed); a field without enough isolated stars raises a
-   `ValueError` asking for ``psf=``;
+2. **PSF**: the one given, or one measured on the stars of the stack
+   (`astrosr.psf.stack_psf`: an effective PSF, photutils' ePSF builder with
+   the pixel response removed, else a Gaussian or Moffat profile fitted to
+   every star of every frame); a field without usable isolated stars raises
+   a `ValueError` asking for ``psf=``;
 3. **fuse** onto the finer grid (`astrosr.fuse`, reconstruct by default, with
    outlier rejection);
 4. **refine** the fused image on its own grid with a scale-1 generator
@@ -258,11 +259,12 @@ def _refine(fused, frames, model, scale, tile, overlap, ensemble):
     _, level, _ = sigma_clipped_stats(data[good])
     # The network saw the asinh of fused images on the scale of their frames' noise.
     softening = stack_softening([f.data for f in frames], scale)
-    mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), ensemble,
+    members = ensemble_size(ensemble)
+    mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), members,
                             softening=softening)
     note = (f"refined with {model.name} sha256={_weights_hash(model)[:16]} tile={tile} "
-            f"overlap={overlap} ensemble={ensemble_size(ensemble)}-fold")
-    return np.where(good, mean + level, 0.0), (spread if ensemble_size(ensemble) > 1 else None), note
+            f"overlap={overlap} ensemble={members}-fold")
+    return np.where(good, mean + level, 0.0), (spread if members > 1 else None), note
 
 
 def _without_rejected(frames, rejected):

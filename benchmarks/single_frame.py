@@ -161,7 +161,8 @@ def bench_image(name, runs, models, log, ensemble):
         rl, sec, it = best_richardson_lucy(frame, truth)
         rows.setdefault("Richardson-Lucy (best it.)", []).append(score(rl, truth, stars, sec))
         log(f"  {name} run {run}: bicubic {rows['bicubic'][-1]['psnr']:.2f} dB, RL "
-            f"{rows['Richardson-Lucy (best it.)'][-1]['psnr']:.2f} dB at {it} it., {len(stars)} stars")
+            f"{rows['Richardson-Lucy (best it.)'][-1]['psnr']:.2f} dB at {it} it., "
+            f"{len(stars)} stars")
         for mname, model in models.items():
             for mode in MODES:
                 t0 = time.perf_counter()
@@ -197,11 +198,14 @@ def main(argv=None):
         print(msg, file=sys.stderr, flush=True)
 
     models = load_models(args.models, shipped=not args.no_shipped)
-    print(f"astrosr single-frame benchmark: x{SCALE}, Gaussian PSF sigma 1.2 input px, sky {SKY:g} e- "
+    print(f"astrosr single-frame benchmark: x{SCALE}, Gaussian PSF sigma 1.2 input px, "
+          f"sky {SKY:g} e- "
           f"(subtracted), read noise {READ_NOISE:g} e-; {os.cpu_count()} CPUs; astrosr "
-          f"{astrosr.__version__}; medians over {args.runs} run(s); scored {MARGIN} fine px inside; "
+          f"{astrosr.__version__}; medians over {args.runs} run(s); scored {MARGIN} fine px "
+          "inside; "
           f"self-ensemble {args.ensemble}")
-    header = (f"{'image':<9} {'method':<36} {'PSNR':>7} {'vs bicubic':>10} {'vs RL':>7} {'SSIM':>6} "
+    header = (f"{'image':<9} {'method':<36} {'PSNR':>7} {'vs bicubic':>10} {'vs RL':>7} "
+              f"{'SSIM':>6} "
               f"{'phot err':>8} {'FWHM':>5} {'chi2':>6} {'Mpix/s':>7}")
     print(header)
     print("-" * len(header))
@@ -216,7 +220,8 @@ def main(argv=None):
         for key, r in rows.items():
             p = median(r, "psnr")
             print(f"{name:<9} {key:<36} {p:7.2f} {p - ref:+10.2f} {p - rl:+7.2f} "
-                  f"{median(r, 'ssim'):6.3f} {100 * median(r, 'phot'):7.2f}% {median(r, 'fwhm'):5.2f} "
+                  f"{median(r, 'ssim'):6.3f} {100 * median(r, 'phot'):7.2f}% "
+                  f"{median(r, 'fwhm'):5.2f} "
                   f"{median(r, 'chi2'):6.2f} {median(r, 'mpix'):7.2f}")
         print()
     print("phot err: median |aperture flux - truth's| / truth's, radius 4 input px, isolated stars "
@@ -251,7 +256,8 @@ def record_in_cards(results, names, args):
                      f"noise {READ_NOISE:g} e-; scored {MARGIN} fine px inside the edges; "
                      f"{args.ensemble}-member self-ensemble; medians over {args.runs} run(s)",
             "psnr_db": {img: {"bicubic": round(r["bicubic"]["psnr"], 2),
-                              "richardson_lucy_best": round(r["Richardson-Lucy (best it.)"]["psnr"], 2),
+                              "richardson_lucy_best":
+                                  round(r["Richardson-Lucy (best it.)"]["psnr"], 2),
                               **{m: round(r[f"{name} [{k}]"]["psnr"], 2) for m, k in modes.items()}}
                         for img, r in results.items()},
             "photometric_error": {m: figure(f"{name} [{k}]", "phot", 4) for m, k in modes.items()},

@@ -25,7 +25,8 @@ from astrosr.training import Degradation, train
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--init", default="srresnet-x4", help="stage-1 model (shipped name or stem)")
+    parser.add_argument("--init", default="srresnet-x4",
+                        help="stage-1 model (shipped name or stem)")
     parser.add_argument("--out", default="runs/srgan-x4", help="output stem (and checkpoint dir)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoothing", type=float, default=0.1,

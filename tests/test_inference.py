@@ -134,7 +134,8 @@ def test_consistency_fits_each_source_not_only_the_sky(model, monkeypatch):
         out = model.enhance(frame, psf=GaussianPSF(1.2), ensemble=False)
         again = simulate.render(out.data, [[0.0, 0.0]], scale=S, psf=GaussianPSF(1.2),
                                 edge="reflect")[0]
-        flux = [np.asarray(aperture_photometry(im, ap)["aperture_sum"]) for im in (again, frame.data)]
+        flux = [np.asarray(aperture_photometry(im, ap)["aperture_sum"])
+                for im in (again, frame.data)]
         return np.abs(flux[0] - flux[1]) / sigma, out
 
     misfit, out = star_misfit()

@@ -34,14 +34,15 @@ class PSF:
     """Base class of point-spread functions.
 
     Subclasses define ``_profile(x, y)`` (input-pixel units, centred on 0,
-    any normalisation) and ``_radius`` (input pixels beyond which the profile
-    is negligible).
+    any normalisation) — by default their ``_model``, an `astropy.modeling`
+    profile — and ``_radius`` (input pixels beyond which the profile is
+    negligible).
     """
 
     _radius = 3.0
 
-    def _profile(self, x, y):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _profile(self, x, y):
+        return self._model(x, y)
 
     def kernel(self, scale=1, *, offset=(0.0, 0.0), size=None):
         """Sample the PSF on a grid ``scale`` times finer than the input pixels.
@@ -101,9 +102,6 @@ class GaussianPSF(PSF):
         """Full width at half maximum in input pixels."""
         return 2.0 * np.sqrt(2.0 * np.log(2.0)) * self.sigma
 
-    def _profile(self, x, y):
-        return self._model(x, y)
-
 
 class MoffatPSF(PSF):
     """Circular Moffat PSF, a good model of seeing-limited stars.
@@ -127,9 +125,6 @@ class MoffatPSF(PSF):
         self._radius = min(self._radius, 12.0 * self.fwhm)
         self._model = fm.Moffat2D(1.0, 0.0, 0.0, gamma, self.beta)
 
-    def _profile(self, x, y):
-        return self._model(x, y)
-
 
 class AiryPSF(PSF):
     """Airy pattern of an unobstructed circular aperture.
@@ -152,9 +147,6 @@ class AiryPSF(PSF):
     def fwhm(self):
         """Full width at half maximum in input pixels (0.8436 of the first-dark-ring radius)."""
         return 0.8436 * self.radius
-
-    def _profile(self, x, y):
-        return self._model(x, y)
 
 
 class ArrayPSF(PSF):
