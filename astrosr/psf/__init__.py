@@ -171,15 +171,7 @@ class ArrayPSF(PSF):
     """
 
     def __init__(self, array, *, oversampling=1, normalize=False):
-        a = np.asarray(array, dtype=float)
-        if a.ndim != 2:
-            raise ValueError(f"psf array must be 2-D, got {a.ndim}-D")
-        if a.shape[0] % 2 == 0 or a.shape[1] % 2 == 0:
-            raise ValueError(
-                f"psf array must be odd-sized (centred on a pixel), got shape {a.shape}; "
-                "pad or crop it by one pixel")
-        if not np.all(np.isfinite(a)):
-            raise ValueError("psf array contains NaN or inf")
+        a = _checked_array(array, "psf array")
         total = a.sum()
         if normalize:
             if not total > 0:
@@ -304,16 +296,8 @@ def read_psf(source, *, scale):
         array, oversampling = _read_psf_fits(os.fspath(source), scale)
         name = f"PSF image in {os.fspath(source)}"
     else:
-        array = np.asarray(source, dtype=float)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {array.shape}")
-    if array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0:
-        raise ValueError(
-            f"{name} must be odd-sized (centred on a pixel), got shape {array.shape}; "
-            "crop or pad it by one pixel so that its peak is on the central pixel")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return ArrayPSF(array, oversampling=oversampling, normalize=True)
+        array = source
+    return ArrayPSF(_checked_array(array, name), oversampling=oversampling, normalize=True)
 
 
 def _read_psf_fits(path, scale):
@@ -338,6 +322,20 @@ def _read_psf_fits(path, scale):
                          "(the PSF's pixels per detector pixel); fix the header or pass the "
                          "array with read_psf(array, scale=...)") from None
     return array, oversampling
+
+
+def _checked_array(array, name):
+    """``array`` as a float array, if it can be a PSF: 2-D, odd-sized, finite."""
+    a = np.asarray(array, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
+    if a.shape[0] % 2 == 0 or a.shape[1] % 2 == 0:
+        raise ValueError(
+            f"{name} must be odd-sized (centred on a pixel), got shape {a.shape}; "
+            "crop or pad it by one pixel so that its peak is on the central pixel")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
 
 
 def _positive(value, name):
