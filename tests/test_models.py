@@ -14,6 +14,7 @@ keras = pytest.importorskip("keras")
 from astrosr.models import (SRGAN, SRModel, build_discriminator, build_generator,  # noqa: E402
                             build_srcnn, build_vdsr, discriminator_features)
 from astrosr.models import model as model_module  # noqa: E402
+from astrosr.models.srgan import fast_generator  # noqa: E402
 from astrosr.models._layers import PixelShuffle  # noqa: E402
 
 TINY = {"n_blocks": 1, "filters": 8}
@@ -49,6 +50,35 @@ def test_generator_learns_a_residual_from_bicubic():
     # A fresh network starts close to bicubic (small last layer).
     fresh = build_generator(4, **TINY)
     assert np.abs(_run(fresh, x) - keras.ops.convert_to_numpy(bicubic)).max() < 0.5
+
+
+@pytest.mark.parametrize("scale,channels", [(4, 1), (2, 2), (1, 1)])
+def test_fast_generator_equals_the_network(scale, channels):
+    # The sub-pixel form of the tail is a rewrite, not an approximation:
+    # random (not small) weights in every layer, odd and unequal sizes.
+    net = build_generator(scale, channels=channels, **TINY)
+    rng = np.random.default_rng(3)
+    for w in net.weights:
+        w.assign(rng.normal(0, 0.3, w.shape).astype(np.float32))
+    x = rng.normal(size=(2, 7, 10, channels)).astype(np.float32)
+    fast = fast_generator(net)
+    want = _run(net, x)
+    atol = 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fast(x)), want, rtol=0, atol=atol)
+    # It reads the variables at each call, so it follows training.
+    net.get_layer("tail_conv").bias.assign(np.full(channels, 5.0, np.float32))
+    changed = _run(net, x)
+    assert np.abs(changed - want).max() > 1
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fast(x)), changed, rtol=0, atol=atol)
+
+
+def test_hr_convs_add_fine_grid_layers_and_keep_the_plain_forward():
+    plain, hr = build_generator(4, **TINY), build_generator(4, hr_convs=2, **TINY)
+    # Two conv 3x3 (8 -> 8 channels, with bias) and two PReLU (8 slopes) more.
+    assert hr.count_params() - plain.count_params() == 2 * (9 * 8 * 8 + 8 + 8)
+    assert _run(hr, np.zeros((1, 5, 6, 1))).shape == (1, 20, 24, 1)
+    # The tail no longer follows the shuffle: no sub-pixel rewrite.
+    assert fast_generator(hr) is hr and fast_generator(plain) is not plain
 
 
 def test_pixel_shuffle_order():
@@ -137,7 +167,8 @@ def test_save_load_round_trip(tmp_path):
     card = json.loads(card_path.read_text())
     assert card["weights"]["sha256"] == model_module.sha256(weights)
     assert card["architecture"] == {"architecture": "srresnet", "scale": 2, "n_blocks": 1,
-                                    "filters": 8, "batch_norm": False, "channels": 1}
+                                    "filters": 8, "batch_norm": False, "channels": 1,
+                                    "hr_convs": 0}
     assert card["intensity_transform"]["name"] == "asinh"
     loaded = SRGAN.load(tmp_path / "sub" / "tiny.json")
     np.testing.assert_array_equal(loaded.predict_array(image), model.predict_array(image))

@@ -144,9 +144,11 @@ def test_block_flux_term_keeps_stars_not_their_exact_pixel():
 def test_loss_decreases_on_a_fixed_batch(pairs):
     keras.utils.set_random_seed(0)
     model = SRGAN(2, **TINY)
-    lr = {"initial": 3e-3, "schedule": "constant", "final_fraction": 1.0, "decay_steps": 60}
+    lr = {"initial": 3e-3, "schedule": "constant", "final_fraction": 1.0, "decay_steps": 120}
     trainer = loop._Trainer(model, "pixel", dict(loop.LOSS_WEIGHTS["pixel"]), lr, None, 16)
-    loss = [trainer.step(pairs)["loss"] for _ in range(60)]
+    # 120 steps: after 60 the ratio was 0.81-0.89 over initial seeds (at the
+    # bar by chance); after 120 it is 0.74-0.81 for every seed tried.
+    loss = [trainer.step(pairs)["loss"] for _ in range(120)]
     # The network starts as bicubic upsampling; it learns to do better than that.
     assert np.mean(loss[-3:]) < 0.85 * loss[0]
 

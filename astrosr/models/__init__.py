@@ -11,11 +11,13 @@ preparation works without TensorFlow.
 from . import transform
 
 __all__ = ["transform", "build_generator", "build_discriminator", "discriminator_features",
+           "fast_generator",
            "build_srcnn", "build_vdsr", "SRModel", "SRGAN", "available_models", "get_model",
            "ARCHITECTURES", "DEFAULT_MODEL"]
 
 _LAZY = {
     "build_generator": "srgan", "build_discriminator": "srgan", "discriminator_features": "srgan",
+    "fast_generator": "srgan",
     "build_srcnn": "baselines", "build_vdsr": "baselines",
     "SRModel": "model", "SRGAN": "model", "available_models": "model", "get_model": "model",
     "ARCHITECTURES": "model", "DEFAULT_MODEL": "model",

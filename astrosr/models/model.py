@@ -19,7 +19,7 @@ import numpy as np
 
 from ..inference import DEFAULT_ENSEMBLE, DEFAULT_OVERLAP, DEFAULT_TILE
 from .baselines import build_srcnn, build_vdsr
-from .srgan import build_generator
+from .srgan import build_generator, fast_generator
 from .transform import forward, inverse, noise_sigma
 
 __all__ = ["SRModel", "SRGAN", "available_models", "DEFAULT_MODEL", "ARCHITECTURES"]
@@ -91,12 +91,15 @@ class SRModel:
         """The network in inference mode, as a compiled graph (1.5x faster than eager on CPU).
 
         Traced once per input shape (tiles have few shapes): the bicubic
-        skip needs static shapes, so the shape cannot be left open.
+        skip needs static shapes, so the shape cannot be left open. The
+        generator's fine-grid tail runs in its faster sub-pixel form
+        (`~astrosr.models.fast_generator`).
         """
         if getattr(self, "_graph", None) is None:
             import tensorflow as tf
 
-            self._graph = tf.function(lambda t: self.network(t, training=False))
+            fast = fast_generator(self.network)
+            self._graph = tf.function(lambda t: fast(t, training=False))
         return self._graph(x)
 
     # ------------------------------------------------------------------ properties
