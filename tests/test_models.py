@@ -79,6 +79,7 @@ def test_hr_convs_add_fine_grid_layers_and_keep_the_plain_forward():
     assert _run(hr, np.zeros((1, 5, 6, 1))).shape == (1, 20, 24, 1)
     # The tail no longer follows the shuffle: no sub-pixel rewrite.
     assert fast_generator(hr) is hr and fast_generator(plain) is not plain
+    assert SRGAN(4, hr_convs=1, **TINY).config["hr_convs"] == 1
 
 
 def test_pixel_shuffle_order():

@@ -284,13 +284,17 @@ class SRGAN(SRModel):
     batch_norm : bool
         Batch normalisation in the blocks (off by default, see
         `build_generator`).
+    hr_convs : int
+        Convolutions on the fine grid before the last layer (0 in SRGAN).
     name : str, optional
         Model name, default ``srgan-x<scale>``.
     """
 
-    def __init__(self, scale=4, *, n_blocks=8, filters=32, batch_norm=False, name=None):
+    def __init__(self, scale=4, *, n_blocks=8, filters=32, batch_norm=False, hr_convs=0,
+                 name=None):
         super().__init__("srresnet", scale=scale, name=name or f"srgan-x{scale}",
-                         n_blocks=n_blocks, filters=filters, batch_norm=batch_norm)
+                         n_blocks=n_blocks, filters=filters, batch_norm=batch_norm,
+                         hr_convs=hr_convs)
 
 
 def get_model(model):
