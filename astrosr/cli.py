@@ -108,7 +108,7 @@ def _enhance(args):
     consistency = None if args.consistency == "none" else args.consistency
     _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
     result = enhance(ccd, model=args.model, psf=psf, consistency=consistency, tile=args.tile,
-                     ensemble=args.ensemble)
+                     ensemble=args.ensemble, stop=args.stop)
     write_fits(result, out, overwrite=args.overwrite)
     _say(args)(f"Wrote {out} ({result.shape[1]}x{result.shape[0]})"
                + (f", chi2_red {result.meta['CHI2RED']:.3f}" if "CHI2RED" in result.meta else ""))
@@ -383,7 +383,8 @@ def _enhance_parser(sub):
 
     en = _command(sub, "enhance", "super-resolve one image (x4) with a network held to the data",
                   "astrosr enhance image.fits -o image_x4.fits\n"
-                  "  astrosr enhance image.fits --consistency pixel -o image_x4.fits")
+                  "  astrosr enhance image.fits --consistency pixel -o image_x4.fits\n"
+                  "  astrosr enhance stars.fits --stop converged -o stars_x4.fits")
     en.add_argument("image", help="FITS image")
     en.add_argument("--model", default="srresnet-x4", help="shipped model name or saved model "
                                                            "stem (default srresnet-x4)")
@@ -392,6 +393,9 @@ def _enhance_parser(sub):
     en.add_argument("--consistency", choices=["observation", "pixel", "none"],
                     default="observation", help="how the output is held to the input "
                                                 "(default observation)")
+    en.add_argument("--stop", choices=["discrepancy", "converged"], default="discrepancy",
+                    help="end of the observation fit: as soon as the data are reproduced "
+                         "(default), or at the maximum-likelihood image (star fields; slower)")
     en.add_argument("--tile", type=int, default=DEFAULT_TILE,
                     help=f"tile side, input pixels (default {DEFAULT_TILE}; smaller uses less "
                          "memory)")

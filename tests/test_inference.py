@@ -145,6 +145,25 @@ def test_consistency_fits_each_source_not_only_the_sky(model, monkeypatch):
     assert np.all(misfit > 5.0) and "CHI2SRC" not in out.meta and out.meta["CHI2RED"] <= 1.3
 
 
+def test_converged_stop_sharpens_point_sources(model):
+    """Run on to the maximum-likelihood image, a field of point sources comes
+    much closer to the truth than at the first iterate that fits the data."""
+    from astrosr.metrics import psnr
+
+    truth = simulate.make_sky((256, 256), n_stars=40, n_galaxies=0, nebula=False, seed=5)
+    frame = simulate.observe(truth, n_frames=1, scale=S, psf=GaussianPSF(1.2), seed=6).frames[0]
+    frame.data = frame.data - 100.0
+    first = model.enhance(frame, psf=GaussianPSF(1.2), ensemble=False)
+    ml = model.enhance(frame, psf=GaussianPSF(1.2), ensemble=False, stop="converged")
+    assert first.meta["CONSTOP"] == "discrepancy" and ml.meta["CONSTOP"] == "converged"
+    assert "stop=converged" in "".join(ml.meta["HISTORY"])
+    assert ml.meta["CHI2RED"] < first.meta["CHI2RED"] <= 1.3
+    # +1.4 dB with this tiny untrained network (+5 dB with srresnet-x4 on the benchmark's).
+    assert psnr(ml.data, truth, margin=16) > psnr(first.data, truth, margin=16) + 1.0
+    with pytest.raises(ValueError, match="stop must be one of"):
+        model.enhance(frame, stop="never")
+
+
 def test_self_ensemble_members_and_spread(model, frame):
     """2 members: the mean of the network on the image and on its diagonal
     mirror (mapped back), and their sample variance in the uncertainty."""

@@ -159,7 +159,8 @@ class SRModel:
         return inverse(y[0, :, :, 0], s) / np.float32(self.scale ** 2)
 
     def enhance(self, ccd, *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
-                consistency="observation", ensemble=DEFAULT_ENSEMBLE, max_iter=100):
+                consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
+                max_iter=None):
         """Super-resolve an image with this model, held to the data.
 
         See `astrosr.enhance` for the parameters and what each consistency
@@ -168,7 +169,7 @@ class SRModel:
         from ..inference import enhance
 
         return enhance(ccd, self, psf=psf, tile=tile, overlap=overlap, consistency=consistency,
-                       ensemble=ensemble, max_iter=max_iter)
+                       ensemble=ensemble, stop=stop, max_iter=max_iter)
 
     # ------------------------------------------------------------------ files
 
