@@ -562,7 +562,8 @@ def _extrapolate(x, previous, step, step_before):
     """Biggs & Andrews (1997) vector extrapolation of the RL iterates, kept >= 0.
 
     Dot products by BLAS and one temporary array: 4x faster than the
-    element-wise expressions, a fifth of an iteration's time on large grids.
+    element-wise expressions (an iteration on one 512x512 frame at scale 4:
+    18% faster).
     """
     if previous is None or step_before is None:
         return x
