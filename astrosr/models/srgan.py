@@ -132,7 +132,7 @@ def fast_generator(network):
 
 
 def _subpixel_kernel(kernel):
-    """A fine-grid kernel ``(k, k, c_in, c_out)`` (odd ``k``) as a kernel acting before a 2x shuffle.
+    """A fine-grid kernel ``(k, k, c_in, c_out)`` (odd ``k``) rewritten to act before a 2x shuffle.
 
     Fine pixel ``(2y + p, 2x + q)`` of the convolution reads fine pixel
     ``(2y + p + dy, ...)``, which is sub-pixel ``i = (p + dy) mod 2`` of
