@@ -81,13 +81,14 @@ def bicubic(frame):
 
 def best_richardson_lucy(frame, truth):
     """The PSNR-best of plain and accelerated RL iterates: (image, seconds, label)."""
-    plain = plain_richardson_lucy(frame, truth)
-    fast = accelerated_richardson_lucy(frame, truth)
-    return max(plain, fast, key=lambda r: psnr(r[0], truth, margin=MARGIN))
+    return max(plain_richardson_lucy(frame, truth), accelerated_richardson_lucy(frame, truth),
+               key=lambda r: r[0])[1:]
 
 
 def accelerated_richardson_lucy(frame, truth, counts=tuple(25 * 2 ** k for k in range(10))):
-    """``astrosr.fuse``'s accelerated RL run to each of ``counts`` iterations; the best.
+    """``astrosr.fuse``'s accelerated RL run to each of ``counts`` iterations.
+
+    Returns the best: ``(psnr, image, seconds, label)``.
 
     The search ends after two counts in a row below the best so far, or when
     doubling the iterations gained less than 0.02 dB.
@@ -105,11 +106,11 @@ def accelerated_richardson_lucy(frame, truth, counts=tuple(25 * 2 ** k for k in 
         if worse == 0:
             gain = np.inf if best is None else p - best[0]
             best = (p, np.asarray(img.data), seconds, f"{n} accelerated it.")
-    return best[1:]
+    return best
 
 
 def plain_richardson_lucy(frame, truth, n_iter=1000, every=10):
-    """Plain RL on the fine grid; the PSNR-best iterate (oracle stopping)."""
+    """Plain RL on the fine grid; the PSNR-best iterate: ``(psnr, image, seconds, label)``."""
     op = ObservationOperator(frame.shape, [[0.0, 0.0]], scale=SCALE, psf=PSF, single=True)
     b = float(np.median(frame.uncertainty.array))  # sky + read-noise variance: Snyder shift
     counts = op.embed_frames(np.clip(np.asarray(frame.data, float) + b, 0, None)[None])
@@ -128,7 +129,7 @@ def plain_richardson_lucy(frame, truth, n_iter=1000, every=10):
             if p > best_psnr:
                 best, best_psnr, best_it = img.copy(), p, it
     seconds = (time.perf_counter() - t0) * best_it / n_iter
-    return best, seconds, f"{best_it} plain it."
+    return best_psnr, best, seconds, f"{best_it} plain it."
 
 
 def pixel_oracle(truth, frame):

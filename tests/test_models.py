@@ -12,9 +12,8 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from astrosr.models import (SRGAN, SRModel, build_discriminator, build_generator,  # noqa: E402
-                            build_srcnn, build_vdsr, discriminator_features)
+                            build_srcnn, build_vdsr, discriminator_features, fast_generator)
 from astrosr.models import model as model_module  # noqa: E402
-from astrosr.models.srgan import fast_generator  # noqa: E402
 from astrosr.models._layers import PixelShuffle  # noqa: E402
 
 TINY = {"n_blocks": 1, "filters": 8}

@@ -89,15 +89,16 @@ def fast_generator(network):
     """The generator's inference as a function, its fine-grid tail run on the coarser grid.
 
     Returns a callable that gives ``network(x, training=...)`` (to float
-    rounding) faster on CPU, forward and backward. The last sub-pixel step's PReLU and the 9x9
-    ``tail_conv`` act on the fine grid, where the tail has a single output
-    channel; oneDNN runs such a convolution at about a third of the speed of
-    the same sum written on the grid before the last `PixelShuffle`: there
-    it is a 5x5 convolution from ``4 * filters`` channels to ``4 * channels``
-    channels (one per sub-pixel position), followed by the shuffle. The
-    rewritten kernel is built from the layers' variables at every call, so
-    the function follows training and its gradients reach them. Networks
-    without that layout (scale 1, the baselines) are returned as they are.
+    rounding) faster on CPU, forward and backward. The last sub-pixel step's
+    PReLU and the 9x9 ``tail_conv`` act on the fine grid, where the tail has
+    a single output channel; oneDNN runs such a convolution at about a third
+    of the speed of the same sum written on the grid before the last
+    `PixelShuffle`: there it is a 5x5 convolution from ``4 * filters``
+    channels to ``4 * channels`` channels (one per sub-pixel position),
+    followed by the shuffle. The rewritten kernel is built from the layers'
+    variables at every call, so the function follows training and its
+    gradients reach them. Networks without that layout (scale 1,
+    ``hr_convs > 0``, the baselines) are returned as they are.
 
     Parameters
     ----------
@@ -109,16 +110,14 @@ def fast_generator(network):
     callable
         ``f(x, training=False) -> y`` on batches of the asinh scale.
     """
-    names = {layer.name for layer in network.layers}
-    n_up = sum(1 for n in names if n.startswith("up") and n.endswith("_conv"))
-    last = f"up{n_up - 1}"
-    if not n_up or "tail_conv" not in names or f"{last}_prelu" not in names or \
-            network.get_layer("tail_conv").input is not network.get_layer(f"{last}_prelu").output:
-        return network
+    last = f"up{sum(lay.name.endswith('_shuffle') for lay in network.layers) - 1}"
+    layers_by_name = {lay.name: lay for lay in network.layers}
+    tail, act = layers_by_name.get("tail_conv"), layers_by_name.get(f"{last}_prelu")
+    if tail is None or act is None or tail.input is not act.output:
+        return network  # no shuffle, or something between it and the tail
     body = keras.Model(network.input, [network.get_layer(f"{last}_conv").output,
                                        network.get_layer("bicubic").output])
-    alpha = network.get_layer(f"{last}_prelu").alpha
-    tail = network.get_layer("tail_conv")
+    alpha = act.alpha
 
     def call(x, training=False):
         pre, smooth = body(x, training=training)
