@@ -7,21 +7,48 @@ to the data), ``pipeline`` (register, fuse, refine), ``train`` (train a
 network; needs the ``gan`` extra), ``evaluate`` (metrics against a truth
 image) and ``info`` (versions and shipped models).
 
-Exit status: 0 success; 2 bad input or usage (a missing file, a non-image
-HDU, frames of two sizes...); 3 the output exists (pass ``--overwrite``);
-4 an optional dependency is missing. Errors are one line on stderr, and no
-output file is left behind by a failed run.
+Everything is checked before the heavy work starts: the output path, the
+options (``--scale``, ``--psf``...), the frames, and the memory the run needs
+(`astrosr.resources.check_memory`).
+
+Exit status:
+
+- 0 success;
+- 2 bad input or usage (a missing file, a non-image HDU, frames of two
+  sizes, a malformed ``--psf``, ``--scale 0``...), or not enough memory (the
+  estimate exceeds what is available, or an allocation failed);
+- 3 the output exists (pass ``--overwrite``);
+- 4 an optional dependency is missing;
+- 5 the result does not reproduce its input within the noise (its reduced
+  chi-square ``CHI2RED`` is above the bound ``CHI2MAX``, ``CHI2OK`` false):
+  nothing is written unless ``--allow-misfit``, which writes it and exits 0.
+
+Errors are one line on stderr, and no output file is left behind by a failed
+run.
 """
 
 import argparse
+import contextlib
+import inspect
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
+
 import numpy as np
 from astropy.units import UnitsError
 
-__all__ = ["main"]
+from .misfit import MisfitWarning, fit_passed
+
+__all__ = ["main", "EXIT_MISFIT"]
+
+#: Exit status of a result that does not fit its input (see the module notes).
+EXIT_MISFIT = 5
+
+#: What ``--psf`` accepts, for the messages.
+PSF_FORMS = ("estimate, gaussian:SIGMA, moffat:FWHM[,BETA] (SIGMA, FWHM in input pixels) "
+             "or a PSF FITS file (sampled on the output grid)")
 
 
 def _demo(args):
@@ -48,19 +75,167 @@ def _check_output(path, overwrite):
 
 
 def _psf_arg(text):
-    """``--psf``: "estimate", gaussian:SIGMA, moffat:FWHM[,BETA] (input pixels) or a FITS file."""
+    """``--psf``: "estimate", gaussian:SIGMA, moffat:FWHM[,BETA] (input pixels) or a FITS file.
+
+    Checked before any work: an unknown kind, wrong parameters or a file that
+    does not exist raise ValueError naming what is accepted.
+    """
     from . import psf as psf_models
 
     if text is None or text == "estimate":
         return text
-    kind, _, params = text.partition(":")
-    if kind in ("gaussian", "moffat") and params:
+    kind, colon, params = text.partition(":")
+    if kind in ("gaussian", "moffat"):
         try:
-            values = [float(v) for v in params.split(",")]
+            values = [float(v) for v in params.split(",")] if params else []
         except ValueError:
-            raise ValueError(f"--psf {text}: the parameters must be numbers") from None
-        return psf_models.GaussianPSF(*values) if kind == "gaussian" else psf_models.MoffatPSF(*values)
-    return text  # a FITS file, read by the pipeline
+            values = []
+        counts = (1,) if kind == "gaussian" else (1, 2)
+        if len(values) not in counts:
+            raise ValueError(f"--psf {text}: {kind} takes "
+                             f"{'SIGMA' if kind == 'gaussian' else 'FWHM[,BETA]'} (numbers); "
+                             f"--psf accepts {PSF_FORMS}")
+        model = psf_models.GaussianPSF if kind == "gaussian" else psf_models.MoffatPSF
+        try:
+            return model(*values)
+        except ValueError as exc:
+            raise ValueError(f"--psf {text}: {exc}") from None
+    if Path(text).is_file():
+        return text  # a FITS file, read by the pipeline
+    file_like = text.lower().endswith((".fits", ".fit", ".fts", ".fits.gz")) or os.sep in text
+    what = (f"{kind!r} is not a PSF kind" if colon and not file_like
+            else f"no such PSF file {text!r}")
+    raise ValueError(f"--psf {text}: {what}; --psf accepts {PSF_FORMS}")
+
+
+def _positive_int(text):
+    """argparse type: an integer >= 1 (``--scale``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _tile_int(text):
+    """argparse type: a tile side, an integer >= 8."""
+    value = _positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8, got {value}")
+    return value
+
+
+def _pixfrac(text):
+    """argparse type: drizzle's drop size, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _warn(args, text):
+    """A one-line warning on stderr (shown with --quiet too)."""
+    print(f"astrosr {args.command}: warning: {text}", file=sys.stderr)
+
+
+def _single_frame(args, frames, scale):
+    if len(frames) == 1:
+        _warn(args, f"1 frame: nothing is stacked; the output is that frame resampled onto a "
+                    f"grid {scale}x finer, with no information it does not have (give several "
+                    "dithered frames, or use 'astrosr enhance' on one image)")
+
+
+def _check_memory(frames, **options):
+    """Refuse, before registering, a run that cannot fit in memory (MemoryError: exit 2)."""
+    from .resources import check_memory
+
+    check_memory(frames[0].shape, advice=_MEMORY_ADVICE, **options)
+
+
+_MEMORY_ADVICE = "use a smaller --scale, fewer frames or a smaller --tile (or a cut-out)"
+
+
+@contextlib.contextmanager
+def _misfits_caught():
+    """Collect the library's MisfitWarning texts (the command reports them its own way).
+
+    Other warnings are shown as usual, when they happen.
+    """
+    caught = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MisfitWarning)
+        show = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, MisfitWarning):
+                caught.append(str(message))
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+        yield caught
+
+
+#: What to change when a command's result misfits, if the library gave no hint.
+_MISFIT_HINTS = {
+    "stack": "the PSF or the shifts are probably wrong: give --psf, or check the registration "
+             "(astrosr register)",
+    "enhance": "give the image's PSF (--psf), or use --consistency pixel",
+    "pipeline": "the PSF or the shifts are probably wrong: give --psf, or check the "
+                "registration (astrosr register)",
+}
+
+
+def _deliver(args, result, out, caught, summary):
+    """Write ``result`` unless it misfits its input (then exit 5, or write with --allow-misfit)."""
+    from .nddata import write_fits
+
+    if not fit_passed(result.meta):
+        text = _misfit_message(args.command, result.meta, caught)
+        if not args.allow_misfit:
+            print(f"astrosr {args.command}: error: {text}; pass --allow-misfit to write it "
+                  "anyway", file=sys.stderr)
+            return EXIT_MISFIT
+        _warn(args, f"{text}; written anyway (--allow-misfit)")
+    else:
+        for text in dict.fromkeys(caught):  # an intermediate step's, once each
+            _warn(args, text)
+    write_fits(result, out, overwrite=args.overwrite)
+    _say(args)(summary)
+    return 0
+
+
+def _misfit_message(command, meta, caught):
+    """One line: the figure, the bound, what it means and the library's hint."""
+    chi2, bound = _card_value(meta.get("CHI2RED")), _card_value(meta.get("CHI2MAX"))
+    hint = _MISFIT_HINTS[command]
+    if caught and "; " in caught[-1]:
+        hint = caught[-1].split("; ", 1)[1]
+    figure = f"reduced chi-square {chi2:.3g}" if chi2 is not None else "reduced chi-square"
+    if bound is not None:
+        figure += f" > bound {bound:g}"
+    return (f"{figure}: the result does not reproduce the input within its noise; "
+            f"{hint.rstrip('. ')}")
+
+
+def _card_value(value):
+    value = value[0] if isinstance(value, tuple) else value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _with_progress(func, options, enabled):
+    """``options`` plus ``progress=enabled`` when ``func`` takes it."""
+    if "progress" in inspect.signature(func).parameters:
+        options["progress"] = enabled
+    return options
 
 
 def _shifts(args, frames):
@@ -70,68 +245,109 @@ def _shifts(args, frames):
 
     if args.shifts:
         return Table.read(args.shifts)
-    return register_stack(frames, reference=args.reference)
+    return register_stack(frames, reference=args.reference, progress=not args.quiet)
+
+
+#: ``--reject`` to `astrosr.fuse`'s ``reject``.
+REJECT = {"auto": "auto", "on": True, "off": False}
+
+
+def _chi2_text(meta):
+    value = _card_value(meta.get("CHI2RED"))
+    return "" if value is None else f", chi2_red {value:.3f}"
 
 
 def _stack(args):
     from . import fuse
-    from .nddata import as_frames, write_fits
+    from .nddata import as_frames
     from .psf import stack_psf
 
     out = _check_output(args.output, args.overwrite)
+    psf = _psf_arg(args.psf)
     say = _say(args)
     frames = as_frames(args.frames, hdu=args.hdu)
-    say(f"[astrosr] registering {len(frames)} frames...")
-    shifts = _shifts(args, frames)
-    psf = _psf_arg(args.psf)
-    if psf == "estimate" or (psf is None and args.method == "reconstruct"):
-        say("[astrosr] estimating the PSF from the stars of the stack...")
-        psf, how = stack_psf(frames, shifts, scale=args.scale)
-        say(f"[astrosr] PSF: {how}")
-    say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
-    result = fuse(frames, shifts, scale=args.scale, method=args.method, pixfrac=args.pixfrac,
-                  psf=psf, reject={"auto": "auto", "on": True, "off": False}[args.reject])
-    write_fits(result, out, overwrite=args.overwrite)
-    say(f"Wrote {out} ({result.shape[1]}x{result.shape[0]}, {args.method}"
-        + (f", chi2_red {result.meta['CHI2RED']:.3f}" if "CHI2RED" in result.meta else "") + ")")
-    return 0
+    _single_frame(args, frames, args.scale)
+    _check_memory(frames, n_frames=len(frames), scale=args.scale, method=args.method)
+    with _misfits_caught() as caught:
+        say(f"[astrosr] registering {len(frames)} frames...")
+        shifts = _shifts(args, frames)
+        if psf == "estimate" or (psf is None and args.method == "reconstruct"):
+            say("[astrosr] estimating the PSF from the stars of the stack...")
+            psf, how = stack_psf(frames, shifts, scale=args.scale)
+            say(f"[astrosr] PSF: {how}")
+        say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
+        options = dict(scale=args.scale, method=args.method, pixfrac=args.pixfrac, psf=psf,
+                       reject=REJECT[args.reject])
+        result = fuse(frames, shifts, **_with_progress(fuse, options, not args.quiet))
+    return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
+                    f"{result.shape[0]}, {args.method}{_chi2_text(result.meta)})")
+
+
+def _model_scale(model):
+    """Upsampling factor of a model from its card (JSON: no TensorFlow), 4 if unknown."""
+    import json
+
+    name = str(model)
+    for suffix in (".weights.h5", ".json"):
+        name = name[:-len(suffix)] if name.endswith(suffix) else name
+    for card in (Path(__file__).parent / "data" / f"{name}.json", Path(f"{name}.json")):
+        try:
+            return int(json.loads(card.read_text())["architecture"]["scale"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 4
 
 
 def _enhance(args):
     from . import enhance
-    from .nddata import as_frames, write_fits
+    from .inference import DEFAULT_OVERLAP
+    from .nddata import as_frames
 
     out = _check_output(args.output, args.overwrite)
-    (ccd,) = as_frames([args.image], hdu=args.hdu)
     psf = _psf_arg(args.psf)
     psf = None if psf == "estimate" else psf  # enhance fits the image's stars by default
+    (ccd,) = as_frames([args.image], hdu=args.hdu)
+    _check_memory([ccd], scale=_model_scale(args.model), method="enhance",
+                  ensemble=args.ensemble, tile=args.tile, overlap=DEFAULT_OVERLAP)
     consistency = None if args.consistency == "none" else args.consistency
     _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
-    result = enhance(ccd, model=args.model, psf=psf, consistency=consistency, tile=args.tile,
-                     ensemble=args.ensemble, stop=args.stop)
-    write_fits(result, out, overwrite=args.overwrite)
-    _say(args)(f"Wrote {out} ({result.shape[1]}x{result.shape[0]})"
-               + (f", chi2_red {result.meta['CHI2RED']:.3f}" if "CHI2RED" in result.meta else ""))
-    return 0
+    _quiet_tensorflow()
+    with _misfits_caught() as caught:
+        options = dict(model=args.model, psf=psf, consistency=consistency, tile=args.tile,
+                       ensemble=args.ensemble, stop=args.stop)
+        result = enhance(ccd, **_with_progress(enhance, options, not args.quiet))
+    return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
+                    f"{result.shape[0]}){_chi2_text(result.meta)}")
+
+
+def _quiet_tensorflow():
+    from .progress import quiet_tensorflow
+
+    quiet_tensorflow()
 
 
 def _pipeline(args):
-    from .nddata import as_frames, write_fits
+    from .nddata import as_frames
     from .pipeline import MultiFrameSR
 
     out = _check_output(args.output, args.overwrite)
+    psf = _psf_arg(args.psf)
     frames = as_frames(args.frames, hdu=args.hdu)
-    shifts = _shifts(args, frames) if args.shifts else None
+    _single_frame(args, frames, args.scale)
     refine = None if args.refine == "none" else args.refine
-    sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine,
-                      psf=_psf_arg(args.psf), reference=args.reference, ensemble=args.ensemble,
-                      progress=not args.quiet)
-    result = sr.run(frames, shifts=shifts)
-    write_fits(result, out, overwrite=args.overwrite)
-    _say(args)(f"Wrote {out} ({result.shape[1]}x{result.shape[0]}), chi2_red "
-               f"{result.meta.get('CHI2RED', float('nan')):.3f}; "
-               + ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items()))
-    return 0
+    _check_memory(frames, n_frames=len(frames), scale=args.scale, method="pipeline",
+                  ensemble=args.ensemble, tile=args.tile, refine=refine is not None)
+    if refine is not None:
+        _quiet_tensorflow()
+    with _misfits_caught() as caught:
+        shifts = _shifts(args, frames) if args.shifts else None
+        sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
+                          reference=args.reference, ensemble=args.ensemble, tile=args.tile,
+                          progress=not args.quiet)
+        result = sr.run(frames, shifts=shifts)
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items())
+    return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
+                    f"{result.shape[0]}){_chi2_text(result.meta)}; {timings}")
 
 
 def _evaluate(args):
@@ -165,7 +381,8 @@ def _register(args):
     from . import register_stack
 
     out = _check_output(args.output, args.overwrite) if args.output else None
-    table = register_stack(args.frames, reference=args.reference, hdu=args.hdu)
+    table = register_stack(args.frames, reference=args.reference, hdu=args.hdu,
+                           progress=not args.quiet)
     for col in ("dx", "dy", "dx_err", "dy_err", "flux_ratio", "chi2"):
         table[col].info.format = ".5f"
     if out is None:
@@ -189,7 +406,7 @@ def _table_format(path):
 
 
 def _train(args):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    _quiet_tensorflow()  # TensorFlow's start-up chatter
     try:
         import keras  # noqa: F401
     except ImportError:
@@ -295,10 +512,24 @@ def _cards(folder):
     return lines or ["none"]
 
 
+_EXIT_HELP = """exit status:
+  0  success
+  2  bad input or usage, or not enough memory for the run
+  3  the output exists (pass --overwrite)
+  4  an optional dependency is missing
+  5  the result does not reproduce its input within the noise (reduced
+     chi-square above the bound): nothing written; --allow-misfit writes it"""
+
+
 def _parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="astrosr", description="astrosr: sharper, "
                                      "finer-sampled images of the sky from telescope data.",
-                                     epilog="run 'astrosr COMMAND --help' for a command's options")
+                                     epilog="run 'astrosr COMMAND --help' for a command's "
+                                            "options\n\n" + _EXIT_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"astrosr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
     reg = _command(sub, "register", "sub-pixel shifts of a stack of FITS frames",
@@ -309,6 +540,7 @@ def _parser():
     reg.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
     reg.add_argument("-o", "--output", help="write the table (ECSV, FITS...) instead of printing")
     reg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    reg.add_argument("--quiet", action="store_true", help="no progress bar")
     reg.set_defaults(func=_register)
     _stack_parser(sub)
     _enhance_parser(sub)
@@ -345,19 +577,27 @@ def _common_output(p):
     p.add_argument("-o", "--output", required=True,
                    help="output FITS (primary: data; UNCERT, MASK and WHT extensions)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--allow-misfit", action="store_true",
+                   help="write the result even when it does not reproduce the input within "
+                        f"the noise (otherwise: nothing written, exit {EXIT_MISFIT})")
     p.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.add_argument("--quiet", action="store_true", help="no progress messages or bars")
+    p.epilog += ("\n\nexit status 5: the result does not reproduce the input within its noise "
+                 "(reduced\n  chi-square above the bound): nothing is written unless "
+                 "--allow-misfit")
 
 
 def _common_stack(p):
     p.add_argument("frames", nargs="+", help="FITS frames, or a quoted glob such as 'f*.fits'")
-    p.add_argument("--scale", type=int, default=4, help="output pixels per input pixel (default 4)")
+    p.add_argument("--scale", type=_positive_int, default=4,
+                   help="output pixels per input pixel, an integer >= 1 (default 4)")
     p.add_argument("--reference", type=int, default=0, help="index of the reference frame")
     p.add_argument("--shifts", help="table of known shifts (dx, dy columns, e.g. from astrosr "
                                     "register) instead of registering")
     p.add_argument("--psf", default=None,
                    help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
+
     _common_output(p)
 
 
@@ -372,7 +612,8 @@ def _stack_parser(sub):
                   "  astrosr stack f*.fits --method drizzle --pixfrac 0.7 -o drizzled.fits")
     _common_stack(st)
     _fusion_option(st, "--method")
-    st.add_argument("--pixfrac", type=float, default=1.0, help="drizzle drop size (default 1)")
+    st.add_argument("--pixfrac", type=_pixfrac, default=1.0,
+                    help="drizzle drop size, in (0, 1] (default 1)")
     st.add_argument("--reject", choices=["auto", "on", "off"], default="auto",
                     help="outlier (cosmic-ray) rejection (default auto: on for 3+ frames)")
     st.set_defaults(func=_stack)
@@ -396,7 +637,7 @@ def _enhance_parser(sub):
     en.add_argument("--stop", choices=["discrepancy", "converged"], default="discrepancy",
                     help="end of the observation fit: as soon as the data are reproduced "
                          "(default), or at the maximum-likelihood image (star fields; slower)")
-    en.add_argument("--tile", type=int, default=DEFAULT_TILE,
+    en.add_argument("--tile", type=_tile_int, default=DEFAULT_TILE,
                     help=f"tile side, input pixels (default {DEFAULT_TILE}; smaller uses less "
                          "memory)")
     _ensemble_option(en, DEFAULT_ENSEMBLE)
@@ -420,6 +661,9 @@ def _pipeline_parser(sub):
     _fusion_option(pl, "--fusion")
     pl.add_argument("--refine", default="refine-x1",
                     help="scale-1 refinement model, or 'none' (default refine-x1)")
+    pl.add_argument("--tile", type=_tile_int, default=256,
+                    help="refinement tile side, output pixels (default 256; smaller uses less "
+                         "memory)")
     _ensemble_option(pl, 1)
     pl.set_defaults(func=_pipeline)
 
@@ -493,7 +737,7 @@ def _train_parser(sub):
 
 
 #: Exit status of each kind of failure (see the module notes).
-EXIT_CODES = ((FileExistsError, 3), (ImportError, 4),
+EXIT_CODES = ((FileExistsError, 3), (ImportError, 4), (MemoryError, 2),
               ((ValueError, TypeError, OSError, UnitsError), 2))
 
 
@@ -510,6 +754,8 @@ def main(argv=None):
         for kinds, code in EXIT_CODES:
             if isinstance(exc, kinds):
                 message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if isinstance(exc, MemoryError) and "is available" not in message:
+                    message = f"not enough memory ({message}): {_MEMORY_ADVICE}"
                 print(f"astrosr {args.command}: error: {message}", file=sys.stderr)
                 return code
         raise

@@ -47,6 +47,7 @@ from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
 from .fusion import _estimated_variance
+from .misfit import record_fit
 from .nddata import add_history, frame_arrays, rescale_wcs
 from .psf import GaussianPSF, as_psf
 
@@ -65,11 +66,14 @@ DEFAULT_OVERLAP = 32
 #: Default number of self-ensemble members: the fewest that estimate the
 #: network's spread (each member is one network pass).
 DEFAULT_ENSEMBLE = 2
+#: What to check when the output, observed again, does not reproduce the input.
+_MISFIT_HINT = ("the PSF (psf=, --psf) or the noise (the image's uncertainty) is probably wrong, "
+                "or saturated pixels are not masked")
 
 
 def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
             consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
-            max_iter=None):
+            max_iter=None, progress=False):
     """Super-resolve one image with a network, held to the data.
 
     Parameters
@@ -103,6 +107,9 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     max_iter : int, optional
         Cap on the consistency iterations: 100 for ``"discrepancy"``, 3000
         for ``"converged"`` by default.
+    progress : bool
+        Show a progress bar (with ETA) over the network's tiles
+        (`astrosr.progress.progress_bar`).
 
     Returns
     -------
@@ -132,7 +139,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         var = np.where(good, _estimated_variance(data, good), np.inf)
     _, level, _ = sigma_clipped_stats(data[good])
     filled = _fill(data - level, good)
-    mean, spread = _network(model, filled, int(tile), int(overlap), members)
+    mean, spread = _network(model, filled, int(tile), int(overlap), members, progress=progress)
     fine = mean + level / scale ** 2
     notes = [f"astrosr.enhance: model={model.name} sha256={_weights_hash(model)[:16]} "
              f"tile={tile} overlap={overlap} ensemble={members}-fold"]
@@ -144,8 +151,8 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
                      f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
-        keys = {"CHI2RED": (round(float(chi2), 4), "reduced chi2 of the re-observed output"),
-                "CONSTOP": (stop, "stopping rule of the consistency fit")}
+        record_fit(keys, chi2, what="the input pixels", hint=_MISFIT_HINT, stacklevel=3)
+        keys["CONSTOP"] = (stop, "stopping rule of the consistency fit")
         if info["chi2_sources"] is not None:
             keys["CHI2SRC"] = (round(info["chi2_sources"], 4), "same, on source pixels only")
     else:
@@ -201,26 +208,35 @@ def ensemble_size(ensemble):
     return int(n)
 
 
-def _network(model, image, tile, overlap, ensemble, softening=None):
-    """Mean and sample variance over the self-ensemble of the tiled network output."""
+def _network(model, image, tile, overlap, ensemble, softening=None, progress=False):
+    """Mean and sample variance over the self-ensemble of the tiled network output.
+
+    ``progress``: one progress bar over the tiles of all the members.
+    """
     from .models.transform import noise_sigma
+    from .progress import progress_bar
 
     if softening is None:
         softening = noise_sigma(image)  # one value for the whole image, so tiles agree
     n = ensemble_size(ensemble)
+    tiles = -(-image.shape[0] // tile) * -(-image.shape[1] // tile)  # the same for a rotation
     outs = []
-    for k in _MEMBER_ORDER[:n]:
-        flip, rot = divmod(k, 4)
-        t = np.rot90(image[:, ::-1] if flip else image, rot)
-        y = _tiled(model, np.ascontiguousarray(t), tile, overlap, softening)
-        y = np.rot90(y, -rot)
-        outs.append(y[:, ::-1] if flip else y)
+    with progress_bar(total=n * tiles, desc="network", unit="tile", enabled=progress) as bar:
+        for k in _MEMBER_ORDER[:n]:
+            flip, rot = divmod(k, 4)
+            t = np.rot90(image[:, ::-1] if flip else image, rot)
+            y = _tiled(model, np.ascontiguousarray(t), tile, overlap, softening, bar=bar)
+            y = np.rot90(y, -rot)
+            outs.append(y[:, ::-1] if flip else y)
     outs = np.array(outs, dtype=np.float64)
     return outs.mean(axis=0), (outs.var(axis=0, ddof=1) if n > 1 else np.zeros(outs.shape[1:]))
 
 
-def _tiled(model, image, tile, overlap, softening):
-    """The network tile by tile; each tile keeps only its centre, so seams vanish."""
+def _tiled(model, image, tile, overlap, softening, bar=None):
+    """The network tile by tile; each tile keeps only its centre, so seams vanish.
+
+    ``bar``: a `astrosr.progress.progress_bar` advanced by one per tile.
+    """
     s = model.scale
     ny, nx = image.shape
     out = np.empty((s * ny, s * nx), dtype=np.float32)
@@ -232,6 +248,8 @@ def _tiled(model, image, tile, overlap, softening):
             pred = model.predict_array(image[ya:yb, xa:xb], softening=softening)
             out[s * y0:s * y1, s * x0:s * x1] = pred[s * (y0 - ya):s * (y1 - ya),
                                                      s * (x0 - xa):s * (x1 - xa)]
+            if bar is not None:
+                bar.update(1)
     return out
 
 
@@ -262,15 +280,16 @@ def _observation_consistency(fine, data, var, good, level, scale, psf, stop, max
 
     stack = _SingleFrame(data, var, good)
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
-    start = _start_image(op, fine, stack, good[None])
+    noise = _PoissonNoise(stack, np.zeros(1))
+    start = _start_image(op, fine, stack, good[None], noise)
     sources = _sources(data - level, var, good)[None]
-    image, info = _richardson_lucy(op, stack, good[None], _PoissonNoise(stack, np.zeros(1)),
-                                   start, None, max_iter, stop=stop, sources=sources)
+    image, info = _richardson_lucy(op, stack, good[None], noise, start, None, max_iter, stop=stop,
+                                   sources=sources)
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
                                       squared=True))
     with np.errstate(divide="ignore"):
         cond_var = np.where(fisher > 0, 1.0 / fisher, np.inf)
-    return op.crop_image(image), cond_var, info["chi2"], info
+    return op.crop_image(image) + noise.mean_pedestal() / scale ** 2, cond_var, info["chi2"], info
 
 
 def _sources(above_sky, var, good, nsigma=5.0):

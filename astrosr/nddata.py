@@ -19,7 +19,7 @@ from astropy import units as u
 from astropy.nddata import (CCDData, InverseVariance, NDData, StdDevUncertainty,
                             VarianceUncertainty)
 from astropy.utils.exceptions import AstropyUserWarning
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 __all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance",
            "write_fits", "read_fits", "rescale_wcs", "shift_wcs", "add_history"]
@@ -186,7 +186,11 @@ def _read_fits(path, *, hdu, unit):
         header = _merged_header(header, primary)
     if unit is None:
         unit = _bunit(header, path)
-    with _unit_notice_silenced():
+    with _unit_notice_silenced(), warnings.catch_warnings():
+        # Astropy reports each header fix it makes while building the WCS (a
+        # 'datfix' MJD-OBS from DATE-OBS on nearly every camera's frames): one
+        # notice per frame, about a fix already made. Errors still raise.
+        warnings.simplefilter("ignore", FITSFixedWarning)
         ccd = CCDData.read(path, hdu=index, unit=unit)
     if primary is not None:
         ccd.meta = _merged_header(ccd.meta, primary)
@@ -474,20 +478,56 @@ def shift_wcs(wcs, dx, dy):
     return new
 
 
+#: Characters of text a HISTORY card holds (80 minus the keyword field).
+HISTORY_WIDTH = 72
+
+
 def add_history(meta, text):
-    """Append a FITS HISTORY card (long text is wrapped by astropy)."""
+    """Append ``text`` as FITS HISTORY, split at word boundaries into cards.
+
+    Text longer than a card (72 characters) is broken at spaces, never inside
+    a word (only a word longer than a card is cut); each continuation card
+    starts with the space it was broken at, so ``"".join(meta["HISTORY"])``
+    gives the text back. Newlines become spaces.
+
+    Parameters
+    ----------
+    meta : `~astropy.io.fits.Header` or dict
+        The header (or a CCDData's dict meta, where ``HISTORY`` is a list).
+    text : str
+
+    Returns
+    -------
+    meta
+    """
     from astropy.io import fits
 
+    cards = _history_cards(text)
     if isinstance(meta, fits.Header):
-        meta.add_history(text)
+        for card in cards:
+            meta.add_history(card)
     else:
         meta.setdefault("HISTORY", [])
         hist = meta["HISTORY"]
         if isinstance(hist, str):
-            meta["HISTORY"] = [hist, text]
+            meta["HISTORY"] = [hist, *cards]
         else:
-            hist.append(text)
+            hist.extend(cards)
     return meta
+
+
+def _history_cards(text, width=HISTORY_WIDTH):
+    """``text`` in pieces of at most ``width`` characters, broken before spaces."""
+    text = " ".join(str(text).splitlines())
+    cards = []
+    while len(text) > width:
+        cut = text.rfind(" ", 1, width + 1)  # text[:cut] has at most width characters
+        if cut <= 0:
+            cut = width  # one word longer than a card
+        cards.append(text[:cut])
+        text = text[cut:]
+    cards.append(text)
+    return cards
 
 
 def wcs_from(obj):
@@ -507,7 +547,10 @@ def write_fits(ccd, path, *, overwrite=False):
     ``UNCERT`` the uncertainty, ``MASK`` the mask (as astropy writes them),
     and ``WHT`` the weight map when ``ccd`` has a ``weight`` attribute. The
     file is written to a temporary name in the same folder and renamed, so a
-    failed write leaves no partial file.
+    failed write leaves no partial file; its mode follows the umask (0644
+    for most users), as a file made by ``open`` does. ``BUNIT`` is always
+    written (an empty string for a dimensionless image, which astropy leaves
+    out), so the file reopens with ``CCDData.read(path)`` without ``unit=``.
 
     Raises
     ------
@@ -516,7 +559,6 @@ def write_fits(ccd, path, *, overwrite=False):
     FileNotFoundError
         If the folder of ``path`` does not exist.
     """
-    import os
     import tempfile
 
     from astropy.io import fits
@@ -527,6 +569,8 @@ def write_fits(ccd, path, *, overwrite=False):
     if not path.parent.is_dir():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
     hdul = ccd.to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
+    _set_bunit(hdul[0].header, ccd.unit)
+    _set_commentary(hdul[0].header, ccd.meta)
     weight = getattr(ccd, "weight", None)
     if weight is not None:
         hdul.append(fits.ImageHDU(np.asarray(weight, dtype=np.float32), name="WHT"))
@@ -534,11 +578,55 @@ def write_fits(ccd, path, *, overwrite=False):
     os.close(fd)
     try:
         hdul.writeto(tmp, overwrite=True)
+        # mkstemp makes the file 0600; an output is the user's, as open() would make it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _set_bunit(header, unit):
+    """BUNIT of ``unit`` in ``header``; ``''`` for dimensionless (astropy writes none).
+
+    Set from the unit always: a BUNIT left in the meta by the input must not
+    contradict the data's unit.
+    """
+    if unit is None or unit == u.dimensionless_unscaled:
+        header["BUNIT"] = ("", "dimensionless")
+    else:
+        header["BUNIT"] = unit.to_string()
+
+
+def _set_commentary(header, meta):
+    """HISTORY and COMMENT cards of a dict meta, one card per entry (astropy writes the list's repr)."""
+    from astropy.io import fits
+
+    if isinstance(meta, fits.Header):
+        return
+    for key in ("HISTORY", "COMMENT"):
+        entries = next((v for k, v in meta.items() if str(k).upper() == key), None)
+        if not isinstance(entries, (list, tuple)):
+            continue
+        header.remove(key, ignore_missing=True, remove_all=True)
+        for entry in entries:
+            for card in _history_cards(entry):
+                header.add_history(card) if key == "HISTORY" else header.add_comment(card)
+
+
+def _umask():
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status") as status:  # Linux 4.7+
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (os.umask is the only query)
+    os.umask(mask)
+    return mask
 
 
 def read_fits(path, *, hdu=None, unit=None):

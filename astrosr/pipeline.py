@@ -20,8 +20,10 @@
    network may sharpen, but cannot add or remove light the frames do not
    allow; the reduced chi-square against the stack is written to ``CHI2RED``.
 
-A fusion whose reduced chi-square exceeds `MISFIT_CHI2` (the frames do not
-fit their own reconstruction) gets a warning: the PSF or the shifts are wrong.
+The fusion and the final image are checked against the frames
+(`astrosr.misfit`): a reduced chi-square above `astrosr.misfit.CHI2_BOUND`
+gets a `~astrosr.misfit.MisfitWarning` (the PSF or the shifts are wrong) and
+``CHI2OK = False`` in the header.
 
 Every step's parameters go into HISTORY.
 """
@@ -29,25 +31,21 @@ Every step's parameters go into HISTORY.
 import contextlib
 import os
 import time
-import warnings
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
-from astropy.utils.exceptions import AstropyUserWarning
 
 from .fusion import _like_input, fuse
+from .misfit import fit_passed
 from .nddata import add_history, as_frames, variance_of
 from .registration import register_stack
 
-__all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL", "MISFIT_CHI2"]
+__all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 
 #: The shipped refinement network.
 DEFAULT_REFINE_MODEL = "refine-x1"
 
 FUSIONS = ("reconstruct", "drizzle", "shift_and_add")
-#: A converged reconstruction fits the frames to reduced chi-square about 1;
-#: above this, the observation model (PSF, shifts) is wrong.
-MISFIT_CHI2 = 1.5
 CONSISTENCY_MODES = ("observation", None)
 
 
@@ -166,7 +164,9 @@ class MultiFrameSR:
         with self._step("fuse"):
             self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
                                pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject)
-            notes += _misfit_warning(self.fused_)
+            if not fit_passed(self.fused_.meta):
+                notes.append(f"WARNING: the frames do not fit the fusion (reduced chi-square "
+                             f"{self.fused_.meta['CHI2RED']:.3f})")
         if self.refine is None:
             return self._finish(self.fused_, notes)
         with self._step("refine"):
@@ -177,7 +177,8 @@ class MultiFrameSR:
         if self.consistency is None:
             out = self.fused_.copy()
             out.data = refined
-            out.meta.pop("CHI2RED", None)  # that of the fusion, not of this image
+            for key in ("CHI2RED", "CHI2MAX", "CHI2OK", "RLSTOP"):
+                out.meta.pop(key, None)  # those of the fusion, not of this image
             notes.append("consistency=None: the raw network output, not held to the data")
             return self._finish(out, notes, spread)
         with self._step("consistency"):
@@ -188,7 +189,7 @@ class MultiFrameSR:
             out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
             notes.append("fused: " + " ".join(self.fused_.meta["HISTORY"]))
             notes.append(f"consistency=observation: Richardson-Lucy from the refined image "
-                         f"to chi2_red={out.meta['CHI2RED']:.3f} (discrepancy principle)")
+                         f"to chi2_red={out.meta['CHI2RED']:.3f} (stop: {out.meta['RLSTOP']})")
         return self._finish(out, notes, spread)
 
     def _finish(self, out, notes, spread=None):
@@ -226,17 +227,6 @@ def _choose_psf(psf, frames, shifts, scale, hdu):
         return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu)
     how = f"read from {psf}" if isinstance(psf, (str, os.PathLike)) else f"given ({psf!r})"
     return psf_models.as_psf(psf, oversampling=scale), how
-
-
-def _misfit_warning(fused):
-    """Warn when the frames do not fit the fused model: a wrong PSF or wrong shifts."""
-    chi2 = fused.meta.get("CHI2RED")
-    if chi2 is None or chi2 <= MISFIT_CHI2:
-        return []
-    text = (f"the frames do not fit the reconstruction (reduced chi-square {chi2:.2f}): the PSF "
-            "or the shifts are probably wrong; give psf= or check the registration")
-    warnings.warn(text, AstropyUserWarning, stacklevel=3)
-    return [f"WARNING: {text}"]
 
 
 def _load_model(refine):

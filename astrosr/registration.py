@@ -433,7 +433,7 @@ def register(frame, reference, *, upsample=100):
                  dy_err=float(err[1]), flux_ratio=float(fit.flux_ratio), chi2=float(fit.chi2))
 
 
-def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None):
+def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, progress=False):
     """Sub-pixel shifts of every frame of a stack relative to one of them.
 
     Each frame is first located against the reference by phase correlation,
@@ -456,6 +456,10 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None):
         Most template rebuilds.
     hdu : int or str, optional
         HDU to read when ``frames`` are FITS paths.
+    progress : bool
+        Show a progress bar (with ETA) over the frames: their preparation,
+        phase correlation and each round of template fits (the total grows
+        by one round of frames whenever another round is needed).
 
     Returns
     -------
@@ -482,11 +486,20 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None):
         ratio = [1.0, 1.0]
         ratio[other] = s.flux_ratio
         return _table(d, e, ratio, [0.0 if i == reference else s.chi2 for i in range(2)])
-    stack = [_Frame(c, f"frames[{i}]") for i, c in enumerate(ccds)]
-    ref = stack[reference]
-    d = np.array([phase_correlation(ref.data, f.data, upsample=upsample, good=(ref.good, f.good))
-                  if i != reference else (0.0, 0.0) for i, f in enumerate(stack)])
-    fits = _iterate_templates(stack, d, max_iter)
+    from .progress import progress_bar
+
+    with progress_bar(total=3 * n, desc="registering", unit="frame", enabled=progress) as bar:
+        stack = []
+        for i, c in enumerate(ccds):
+            stack.append(_Frame(c, f"frames[{i}]"))
+            bar.update(1)
+        ref = stack[reference]
+        d = []
+        for i, f in enumerate(stack):
+            d.append(phase_correlation(ref.data, f.data, upsample=upsample,
+                                       good=(ref.good, f.good)) if i != reference else (0.0, 0.0))
+            bar.update(1)
+        fits = _iterate_templates(stack, np.array(d), max_iter, bar)
     for i, fit in enumerate(fits):
         _check_common_signal(fit, f"frames[{i}]")
     errs = np.array([_errors(f, s.estimated_noise) for f, s in zip(fits, stack)])
@@ -497,10 +510,17 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None):
                   [f.chi2 for f in fits])
 
 
-def _iterate_templates(stack, d, max_iter):
-    """Fit every frame to its leave-one-out template until the shifts converge."""
+def _iterate_templates(stack, d, max_iter, bar=None):
+    """Fit every frame to its leave-one-out template until the shifts converge.
+
+    ``bar`` (a progress bar) advances by one per frame fitted; its total
+    grows by a round of frames when a round after the first begins.
+    """
     fits = None
-    for _ in range(max(int(max_iter), 1)):
+    for round_ in range(max(int(max_iter), 1)):
+        if bar is not None and round_:
+            bar.total += len(stack)
+            bar.refresh()
         aligned = [f.aligned(di) for f, di in zip(stack, d)]
         total = sum(np.where(c, v, 0.0) for v, _, c in aligned)
         total_var = sum(np.where(c, w, 0.0) for _, w, c in aligned)
@@ -514,6 +534,8 @@ def _iterate_templates(stack, d, max_iter):
                 var = np.where(cover, (total_var - np.where(c, w, 0.0)) / n_other ** 2, 0.0)
             fits.append(_fit_shift(frame, _Template(mean, var, cover), di,
                                    template_noise_in_weights=False))
+            if bar is not None:
+                bar.update(1)
         new = np.array([f.d for f in fits])
         change = np.abs(new - d).max(axis=0)
         d = new

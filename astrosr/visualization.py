@@ -23,6 +23,7 @@ __all__ = ["compare", "residual_view"]
 
 _STRETCHES = ("asinh", "linear", "log", "sqrt")
 _INTERVALS = ("percentile", "zscale")
+_GRIDS = ("finest", "own")
 _PANEL_INCHES = 3.0
 _DPI = 120
 
@@ -37,7 +38,7 @@ class _Image(NamedTuple):
 
 def compare(images, *, titles=None, stretch="asinh", interval="percentile", percentile=99.5,
             reference=None, residual=False, ncols=None, figsize=None, cmap="gray", wcs="auto",
-            path=None, overwrite=False):
+            path=None, overwrite=False, zoom=None, grid="finest", pixel_names=None):
     """Show images of the same sky side by side, on one brightness scale.
 
     Every panel uses the same `~astropy.visualization.ImageNormalize`: the
@@ -92,15 +93,38 @@ def compare(images, *, titles=None, stretch="asinh", interval="percentile", perc
         ``"auto"``: a panel whose image is an `~astropy.nddata.NDData` with a
         celestial `~astropy.wcs.WCS` is drawn on
         `~astropy.visualization.wcsaxes.WCSAxes` (sky coordinates on its own
-        pixel grid). `False`: every panel has pixel axes, in pixels of the
-        finest grid (0-based pixel centres; a coarse pixel ``p`` spans
-        ``s*p - 0.5`` to ``s*(p + 1) - 0.5``).
+        pixel grid). `False`: every panel has pixel axes (see ``grid``).
     path : str or path-like, optional
         Save the figure there (at 120 dpi, in the format named by the suffix;
         PNG when there is none). The file is written to a temporary file in
         the same folder and then renamed, so a failure leaves nothing behind.
     overwrite : bool
         Replace an existing file at ``path``.
+    zoom : None, "auto" or tuple of float, optional
+        Add a row of zoom panels under each row of images: the same small
+        region of the sky in every image, at full resolution (nearest-neighbour
+        pixels, so a coarse frame shows its blocks and a finer grid its finer
+        sampling), on the same brightness scale; the region is outlined on the
+        images. ``(x, y)`` or ``(x, y, size)``: its centre in 0-based pixels of
+        the finest grid and its side in finest-grid pixels (default: an eighth
+        of the finest grid's smaller side, at least 8). ``"auto"``: centred on
+        the brightest pixel of the reference. None: no zoom row.
+    grid : {"finest", "own"}
+        Coordinates of the pixel axes. ``"finest"``: every panel in pixels of
+        the finest grid (0-based pixel centres; a coarse pixel ``p`` spans
+        ``s*p - 0.5`` to ``s*(p + 1) - 0.5``). ``"own"``: each panel in its
+        own image's pixels (a 32x32 frame is labelled 0 to 31 beside a
+        128x128 reconstruction labelled 0 to 127). Panels on
+        `~astropy.visualization.wcsaxes.WCSAxes` are always in their own pixels.
+    pixel_names : list of str, optional
+        One name per image for its pixels in the axis labels, e.g.
+        ``["input pixel", "fine pixel"]`` gives ``"x [input pixel]"``. The
+        colorbar's label is the reference's unit per pixel of the finest grid
+        (``"electron / fine pixel"``), or the unit alone for
+        surface-brightness units. Default: ``"pixel"`` when all images are on
+        one grid; otherwise ``"finest-grid pixel"`` with ``grid="finest"``, and
+        ``"fine pixel"`` (the finest grid) or ``"coarse pixel"`` with
+        ``grid="own"``.
 
     Returns
     -------
@@ -111,8 +135,10 @@ def compare(images, *, titles=None, stretch="asinh", interval="percentile", perc
     Raises
     ------
     ValueError
-        For no images, an image that is not 2-D, ``titles`` of the wrong
-        length, an unknown ``stretch``, ``interval`` or ``wcs``, a
+        For no images, an image that is not 2-D, ``titles`` or
+        ``pixel_names`` of the wrong length, an unknown ``stretch``,
+        ``interval``, ``wcs`` or ``grid``, a ``zoom`` that is not a region
+        inside the finest grid, a
         ``percentile`` outside (0, 100], an ``ncols`` below 1, a
         ``reference`` out of range, a
         reference with no finite pixel, units that cannot be converted to
@@ -135,21 +161,28 @@ def compare(images, *, titles=None, stretch="asinh", interval="percentile", perc
     >>> fig = compare([frame, truth], titles=["input", "truth"])
     >>> len(fig.axes)  # two panels and the colorbar
     3
+    >>> fig = compare([frame, truth], zoom=(32, 32, 8), grid="own",
+    ...               pixel_names=["input pixel", "fine pixel"])
+    >>> len(fig.axes)  # two panels, their two zooms and the colorbar
+    5
     """
     images = _as_list(images)
     _check_options(stretch=stretch, interval=interval, percentile=percentile, wcs=wcs,
-                   ncols=ncols)
+                   ncols=ncols, grid=grid)
     panels = [_as_image(image, f"images[{i}]") for i, image in enumerate(images)]
     ref = _reference_index(reference, len(panels))
     titles = _check_titles(titles, len(panels))
+    names = _pixel_names(pixel_names, panels, grid)
     if path is not None:
         _check_path(path, overwrite=overwrite)
     panels = _to_reference_unit(panels, ref)
     shown = _surface_brightness(panels)
+    region = _zoom_region(zoom, shown[ref], _finest_shape(panels))
     norm = _image_norm(shown[ref], stretch=stretch, interval=interval, percentile=percentile)
     residuals = _residuals(panels, ref) if residual else None
     fig = _draw(panels, shown, norm, residuals, titles=titles, ncols=ncols, figsize=figsize,
-                cmap=cmap, wcs=wcs, percentile=percentile, ref=ref)
+                cmap=cmap, wcs=wcs, percentile=percentile, ref=ref, region=region, grid=grid,
+                names=names)
     if path is not None:
         _save(fig, path, overwrite=overwrite)
     return fig
@@ -223,7 +256,7 @@ def _as_list(images):
     return images
 
 
-def _check_options(*, stretch, interval, percentile, wcs, ncols):
+def _check_options(*, stretch, interval, percentile, wcs, ncols, grid="finest"):
     if stretch not in _STRETCHES:
         raise ValueError(f"stretch={stretch!r} is unknown: use one of {', '.join(_STRETCHES)}")
     if interval not in _INTERVALS:
@@ -236,6 +269,8 @@ def _check_options(*, stretch, interval, percentile, wcs, ncols):
     if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer))
                               or ncols < 1):
         raise ValueError(f"ncols={ncols!r} must be a positive integer (or None for one row)")
+    if not (isinstance(grid, str) and grid in _GRIDS):
+        raise ValueError(f"grid={grid!r} is unknown: use one of {', '.join(_GRIDS)}")
 
 
 def _as_image(image, name):
@@ -273,6 +308,57 @@ def _check_titles(titles, n):
         got = "a str" if isinstance(titles, str) else f"{len(titles)} titles"
         raise ValueError(f"titles must be a list of {n} str, one per image; got {got}")
     return list(titles)
+
+
+def _pixel_names(names, panels, grid):
+    """One name per image for its pixels in the axis labels (see ``compare``)."""
+    n = len(panels)
+    if names is not None:
+        if (isinstance(names, str) or len(names) != n
+                or not all(isinstance(x, str) and x for x in names)):
+            got = "a str" if isinstance(names, str) else f"{names!r}"
+            raise ValueError(f"pixel_names must be a list of {n} non-empty str, one per image; "
+                             f"got {got}")
+        return list(names)
+    finest = _finest_shape(panels)
+    if all(p.data.shape == finest for p in panels):
+        return ["pixel"] * n
+    if grid == "finest":
+        return ["finest-grid pixel"] * n
+    return ["fine pixel" if p.data.shape == finest else "coarse pixel" for p in panels]
+
+
+def _zoom_region(zoom, reference, finest):
+    """The zoom's edges ``(x0, x1, y0, y1)`` in finest-grid pixel coordinates, or None."""
+    if zoom is None:
+        return None
+    ny, nx = finest
+    default = float(max(8, min(ny, nx) // 8))
+    if isinstance(zoom, str) and zoom == "auto":
+        if reference.shape != finest:  # the brightest pixel, on the finest grid
+            ry, rx = finest[0] / reference.shape[0], finest[1] / reference.shape[1]
+        else:
+            ry = rx = 1.0
+        iy, ix = np.unravel_index(np.nanargmax(reference), reference.shape)
+        x, y, size = rx * (ix + 0.5) - 0.5, ry * (iy + 0.5) - 0.5, default
+    else:
+        try:
+            values = [float(v) for v in zoom]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) not in (2, 3) or not np.all(np.isfinite(values)):
+            raise ValueError(f"zoom={zoom!r} must be None, 'auto', (x, y) or (x, y, size) in "
+                             "pixels of the finest grid")
+        x, y = values[:2]
+        size = values[2] if len(values) == 3 else default
+        if not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5) or not 1 <= size:
+            raise ValueError(f"zoom={zoom!r}: the centre must lie inside the finest grid "
+                             f"({nx}x{ny} pixels) and the size be at least 1 pixel")
+    size = min(size, nx, ny)
+    # Kept inside the image: a region at the edge shows as much as a central one.
+    x0 = float(np.clip(x - size / 2, -0.5, nx - 0.5 - size))
+    y0 = float(np.clip(y - size / 2, -0.5, ny - 0.5 - size))
+    return (x0, x0 + size, y0, y0 + size)
 
 
 def _to_reference_unit(panels, ref):
@@ -358,34 +444,79 @@ def _residual_norm(residuals, percentile):
 # -- drawing ----------------------------------------------------------------------
 
 
-def _draw(panels, shown, norm, residuals, *, titles, ncols, figsize, cmap, wcs, percentile, ref):
-    """The figure: rows of images, each followed by its residual row when asked."""
+def _draw(panels, shown, norm, residuals, *, titles, ncols, figsize, cmap, wcs, percentile, ref,
+          region=None, grid="finest", names=None):
+    """The figure: rows of images, each followed by its zoom and residual rows when asked."""
     n = len(panels)
+    names = ["pixel"] * n if names is None else names
     ncols = n if ncols is None else min(int(ncols), n)
-    fig, grid = _figure(n, ncols, residual=residuals is not None, figsize=figsize)
-    extent = _extent(_finest_shape(panels))
-    step = 2 if residuals is not None else 1
+    zoom_row = 1 if region is not None else 0
+    fig, gspec = _figure(n, ncols, extra_rows=zoom_row + (residuals is not None),
+                         figsize=figsize)
+    finest = _finest_shape(panels)
+    step = 1 + zoom_row + (residuals is not None)
     rnorm = _residual_norm(residuals, percentile) if residuals is not None else None
     unit, rbar = panels[ref].unit, False
+    finest_name = next((names[i] for i, p in enumerate(panels) if p.data.shape == finest),
+                       "pixel")
     for i, panel in enumerate(panels):
         row, col = divmod(i, ncols)
         projection = _projection(panel, wcs)
-        im = _panel(fig, grid[step * row, col], shown[i], norm, cmap=cmap, title=titles[i],
-                    projection=projection, extent=extent)
+        own = projection is not None or grid == "own"
+        extent = _extent(panel.data.shape if own else finest)
+        # The zoom's edges in this panel's coordinates (its own pixels, or the finest grid's).
+        box = _region_in(region, panel.data.shape, finest) if own else region
+        im = _panel(fig, gspec[step * row, col], shown[i], norm, cmap=cmap, title=titles[i],
+                    projection=projection, extent=extent, pixel_name=names[i])
         if i == 0:
-            _colorbar(fig, grid[0, -1], im, unit)
+            _colorbar(fig, gspec[0, -1], im, _unit_label(unit, finest_name))
+        if region is not None:
+            _outline(im.axes, box)
+            _panel(fig, gspec[step * row + 1, col], shown[i], norm, cmap=cmap, title="zoom",
+                   projection=projection, extent=extent, pixel_name=names[i], limits=box)
         if residuals is None:
             continue
+        rrow = step * row + 1 + zoom_row
         if residuals[i] is None:
-            _note(fig, grid[step * row + 1, col],
+            _note(fig, gspec[rrow, col],
                   "reference" if i == ref else "no residual:\nnot on the reference's grid")
             continue
-        rim = _panel(fig, grid[step * row + 1, col], residuals[i], rnorm, cmap=_residual_cmap(),
-                     title="residual", projection=projection, extent=extent)
+        rim = _panel(fig, gspec[rrow, col], residuals[i], rnorm, cmap=_residual_cmap(),
+                     title="residual", projection=projection, extent=extent,
+                     pixel_name=names[i])
         if not rbar:  # one residual colorbar, beside the first residual row that has one
-            _colorbar(fig, grid[step * row + 1, -1], rim, unit)
+            _colorbar(fig, gspec[rrow, -1], rim, _unit_label(unit, names[ref]))
             rbar = True
     return fig
+
+
+def _region_in(region, shape, finest):
+    """Finest-grid edges in the pixel coordinates of an image of ``shape``: p -> (p+0.5)/s - 0.5."""
+    if region is None:
+        return None
+    x0, x1, y0, y1 = region
+    sx, sy = finest[1] / shape[1], finest[0] / shape[0]
+    return ((x0 + 0.5) / sx - 0.5, (x1 + 0.5) / sx - 0.5,
+            (y0 + 0.5) / sy - 0.5, (y1 + 0.5) / sy - 0.5)
+
+
+def _outline(ax, box):
+    """The zoom's region drawn on an image panel."""
+    from matplotlib.patches import Rectangle
+
+    x0, x1, y0, y1 = box
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#ffcc00",
+                           linewidth=0.8))
+
+
+def _unit_label(unit, pixel_name):
+    """The colorbar's label: the unit, per finest-grid pixel unless per solid angle or pixel."""
+    if unit is None:
+        return None
+    text = unit.to_string()
+    if _is_surface_brightness(unit) or "pix" in {str(b) for b in unit.bases}:
+        return text
+    return f"{text} / {pixel_name}"
 
 
 def _residual_cmap():
@@ -395,12 +526,12 @@ def _residual_cmap():
     return matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.6")
 
 
-def _figure(n, ncols, *, residual, figsize):
+def _figure(n, ncols, *, extra_rows=0, figsize):
     """An Agg-backed figure and its grid, with a narrow last column for the colorbars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    nrows = -(-n // ncols) * (2 if residual else 1)
+    nrows = -(-n // ncols) * (1 + int(extra_rows))
     if figsize is None:
         figsize = (_PANEL_INCHES * ncols + 1.0, _PANEL_INCHES * nrows + 0.3)
     fig = Figure(figsize=figsize, layout="constrained")
@@ -409,9 +540,10 @@ def _figure(n, ncols, *, residual, figsize):
     return fig, grid
 
 
-def _extent(finest):
-    """Finest-grid pixel coordinates: every image, coarse or fine, spans the same area."""
-    ny, nx = finest
+def _extent(shape):
+    """0-based pixel centres of a grid of ``shape``: with the finest grid's, every image,
+    coarse or fine, spans the same area in the same coordinates."""
+    ny, nx = shape
     return (-0.5, nx - 0.5, -0.5, ny - 0.5)
 
 
@@ -424,14 +556,21 @@ def _projection(panel, wcs):
     return panel.wcs.celestial
 
 
-def _panel(fig, spec, data, norm, *, cmap, title, projection, extent):
-    """One image panel; pixel panels use finest-grid coordinates, WCS panels their own pixels."""
+def _panel(fig, spec, data, norm, *, cmap, title, projection, extent, pixel_name="pixel",
+           limits=None):
+    """One image panel (``extent``: its pixel coordinates; WCS panels use their own pixels).
+
+    ``limits`` ``(x0, x1, y0, y1)`` shows only that region (a zoom panel).
+    """
     ax = fig.add_subplot(spec, projection=projection)
     kwargs = {} if projection is not None else {"extent": extent}
     im = ax.imshow(data, norm=norm, cmap=cmap, origin="lower", interpolation="nearest", **kwargs)
+    if limits is not None:
+        ax.set_xlim(limits[0], limits[1])
+        ax.set_ylim(limits[2], limits[3])
     if title is not None:
         ax.set_title(title)
-    _label_axes(ax, projection)
+    _label_axes(ax, projection, pixel_name)
     return im
 
 
@@ -442,12 +581,12 @@ def _note(fig, spec, text):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def _colorbar(fig, spec, im, unit):
+def _colorbar(fig, spec, im, label):
     cbar = fig.colorbar(im, cax=fig.add_subplot(spec))
     ticks = _ticks(im.norm)
     cbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])  # 170, not 1.7e+02
-    if unit is not None:
-        cbar.set_label(unit.to_string())
+    if label is not None:
+        cbar.set_label(label)
 
 
 def _ticks(norm, n=5):
@@ -458,10 +597,10 @@ def _ticks(norm, n=5):
     return np.unique([float(f"{v:.2g}") for v in values])
 
 
-def _label_axes(ax, projection):
+def _label_axes(ax, projection, pixel_name="pixel"):
     if projection is None:
-        ax.set_xlabel("x [pixel]")
-        ax.set_ylabel("y [pixel]")
+        ax.set_xlabel(f"x [{pixel_name}]")
+        ax.set_ylabel(f"y [{pixel_name}]")
         return
     for coord, ctype in zip(ax.coords, projection.wcs.ctype):
         coord.set_ticks(number=3)  # sexagesimal labels are long: more overlap in a 3-inch panel
@@ -497,6 +636,8 @@ def _save(fig, path, *, overwrite):
     try:
         with os.fdopen(fd, "wb") as stream:
             fig.savefig(stream, format=fmt, dpi=_DPI)
+        # mkstemp makes the file 0600; the figure gets the mode any new file would (umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         # Checked again: the file may have appeared while the figure was drawn.
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
@@ -504,3 +645,10 @@ def _save(fig, path, *, overwrite):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

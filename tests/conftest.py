@@ -6,13 +6,24 @@ import pytest
 
 from astrosr import psf, simulate
 
+#: The real FITS files of the project, beside the repository (not shipped with it).
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The one reason every test that needs them gives when they are absent; the report header
+#: says it once, before the tests run.
+NO_DATA = "../shared/data not found (the real FITS files of the project); these tests need it"
+
+
+def pytest_report_header(config):
+    if not DATA.is_dir():
+        return f"shared data: {DATA} not found; the tests that need the real FITS files are skipped"
+    return f"shared data: {DATA}"
 
 
 @pytest.fixture(scope="session")
 def shared_data():
+    """The folder of the real FITS files (``../shared/data``); skips the test without it."""
     if not DATA.is_dir():
-        pytest.skip(f"real FITS files not present at {DATA}")
+        pytest.skip(NO_DATA)
     return DATA
 
 

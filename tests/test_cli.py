@@ -183,3 +183,308 @@ def test_help_has_an_example(command, capsys):
 def test_python_dash_m_runs_the_command():
     proc = _run("info")
     assert proc.returncode == 0 and proc.stdout.startswith("astrosr ")
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+def _forbid(monkeypatch, *names):
+    """Make the heavy steps fail loudly: a check that must come first proves it did."""
+    import astrosr
+
+    def boom(*args, **kwargs):
+        raise AssertionError("heavy work started before the input was checked")
+
+    for name in names:
+        monkeypatch.setattr(astrosr, name, boom)
+
+
+def test_version(capsys):
+    import astrosr
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"astrosr {astrosr.__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["stack", "pipeline"])
+@pytest.mark.parametrize("scale", ["0", "-2", "two"])
+def test_bad_scale_is_refused_at_once(tmp_path, frame_files, monkeypatch, capsys, command, scale):
+    _forbid(monkeypatch, "register_stack", "fuse")
+    folder, _ = frame_files
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, str(folder / "f*.fits"), "--scale", scale, "-o",
+                  str(tmp_path / "out.fits")])
+    assert exc.value.code == 2
+    assert "argument --scale" in capsys.readouterr().err
+    assert not (tmp_path / "out.fits").exists()
+
+
+@pytest.mark.parametrize("command", ["stack", "pipeline", "enhance"])
+@pytest.mark.parametrize("psf, match", [
+    ("gauss:1.2", "'gauss' is not a PSF kind"),
+    ("gaussian:", "gaussian takes SIGMA"),
+    ("gaussian:1,2", "gaussian takes SIGMA"),
+    ("moffat:x", r"moffat takes FWHM\[,BETA\]"),
+    ("no_such_psf.fits", "no such PSF file"),
+])
+def test_malformed_psf_is_refused_before_registration(tmp_path, frame_files, monkeypatch, capsys,
+                                                      command, psf, match):
+    import re
+
+    _forbid(monkeypatch, "register_stack", "fuse", "enhance")
+    folder, _ = frame_files
+    frames = [str(folder / "f0.fits")] if command == "enhance" else [str(folder / "f*.fits")]
+    assert cli.main([command, *frames, "--psf", psf, "-o", str(tmp_path / "o.fits")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(match, err), err
+    # The message lists what is accepted.
+    for form in ("estimate", "gaussian:SIGMA", "moffat:FWHM[,BETA]", "FITS file"):
+        assert form in err
+
+
+def test_psf_values_out_of_range_name_the_parameter(tmp_path, frame_files, capsys):
+    folder, _ = frame_files
+    assert cli.main(["stack", str(folder / "f*.fits"), "--psf", "moffat:2,0.5", "-o",
+                     str(tmp_path / "o.fits")]) == 2
+    assert "beta must be > 1" in capsys.readouterr().err
+
+
+def test_memory_estimate_grows_with_the_run_and_refuses_scale_16():
+    from astrosr import resources
+
+    small = resources.estimate_memory((1000, 1000), n_frames=4, scale=4)
+    assert resources.estimate_memory((1000, 1000), n_frames=8, scale=4) > small
+    assert resources.estimate_memory((1000, 1000), n_frames=4, scale=8) > 3 * small
+    assert resources.estimate_memory((1000, 1000), method="enhance", tile=64) < \
+        resources.estimate_memory((1000, 1000), method="enhance", tile=256)
+    # The issue's case: five 1392x1040 frames at x16 (died with a 6.78 GiB allocation).
+    assert resources.estimate_memory((1040, 1392), n_frames=5, scale=16) > 50 * 2 ** 30
+    with pytest.raises(MemoryError, match=r"needs about .* GiB .* but 8\.0 GiB is available: "
+                                          r"use a smaller"):
+        resources.check_memory((1040, 1392), n_frames=5, scale=16, available=8 * 2 ** 30)
+    assert resources.check_memory((10, 10), n_frames=2, scale=2, available=2 ** 40) > 0
+    with pytest.raises(ValueError, match="method must be one of"):
+        resources.estimate_memory((10, 10), method="magic")
+    assert resources.available_memory() > 0
+
+
+@pytest.mark.parametrize("command", ["stack", "pipeline", "enhance"])
+def test_run_too_big_for_the_memory_is_refused_before_any_work(tmp_path, frame_files,
+                                                               monkeypatch, capsys, command):
+    from astrosr import resources
+
+    _forbid(monkeypatch, "register_stack", "fuse", "enhance")
+    monkeypatch.setattr(resources, "available_memory", lambda: 100 * 2 ** 20)
+    folder, _ = frame_files
+    frames = [str(folder / "f0.fits")] if command == "enhance" else [str(folder / "f*.fits")]
+    out = tmp_path / "o.fits"
+    assert cli.main([command, *frames, "--psf", "gaussian:1.0", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "needs about" in err and "100 MiB is available" in err
+    assert "--scale" in err and "--tile" in err
+    assert not out.exists()
+
+
+def test_memory_error_anywhere_exits_2_with_one_line(tmp_path, frame_files, monkeypatch, capsys):
+    import astrosr
+
+    def fuse(*args, **kwargs):
+        raise MemoryError("Unable to allocate 6.78 GiB for an array with shape (16640, 22272) "
+                          "and data type float64")
+
+    monkeypatch.setattr(astrosr, "fuse", fuse)
+    folder, stack = frame_files
+    shifts = tmp_path / "shifts.ecsv"
+    stack.shifts.write(shifts)
+    out = tmp_path / "o.fits"
+    assert cli.main(["stack", str(folder / "f*.fits"), "--shifts", str(shifts), "--psf",
+                     "gaussian:1.0", "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "not enough memory (Unable to allocate 6.78 GiB" in err and "--scale" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["stack", "pipeline"])
+def test_a_single_frame_gets_a_warning(tmp_path, frame_files, capsys, command):
+    folder, stack = frame_files
+    shifts = tmp_path / "shifts.ecsv"
+    stack.shifts[:1].write(shifts)
+    method = ["--method", "drizzle"] if command == "stack" else ["--fusion", "drizzle",
+                                                                  "--refine", "none"]
+    out = tmp_path / "one.fits"
+    assert cli.main([command, str(folder / "f0.fits"), "--shifts", str(shifts), *method,
+                     "--psf", "gaussian:1.0", "-o", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 frame: nothing is stacked" in err
+    assert CCDData.read(out).shape == (128, 128)
+    # Several frames: no such warning.
+    assert cli.main([command, str(folder / "f*.fits"), *method, "--psf", "gaussian:1.0",
+                     "-o", str(tmp_path / "six.fits"), "--quiet"]) == 0
+    assert "nothing is stacked" not in capsys.readouterr().err
+
+
+def _misfit_result(shape=(16, 16), chi2=7.5):
+    """A result as the library returns it when it does not fit its input (it warns too)."""
+    from astrosr.misfit import record_fit
+
+    ccd = CCDData(np.ones(shape), unit="electron", meta=fits.Header())
+    record_fit(ccd.meta, chi2, what="the frames", hint="give the PSF with --psf", stacklevel=2)
+    return ccd
+
+
+@pytest.mark.parametrize("command", ["stack", "enhance", "pipeline"])
+def test_misfit_exits_5_and_writes_nothing_unless_allowed(tmp_path, frame_files, monkeypatch,
+                                                          capsys, command):
+    import astrosr
+    from astrosr.pipeline import MultiFrameSR
+
+    def run(self, frames, shifts=None):
+        self.timings_ = {"fuse": 0.0}
+        return _misfit_result()
+
+    monkeypatch.setattr(astrosr, "fuse", lambda *a, **k: _misfit_result())
+    monkeypatch.setattr(astrosr, "enhance", lambda *a, **k: _misfit_result())
+    monkeypatch.setattr(MultiFrameSR, "run", run)
+    monkeypatch.setattr(cli, "_quiet_tensorflow", lambda: None)
+    folder, _ = frame_files
+    frames = [str(folder / "f0.fits")] if command == "enhance" else [str(folder / "f*.fits")]
+    out = tmp_path / "o.fits"
+    args = [command, *frames, "--psf", "gaussian:1.0", "-o", str(out), "--quiet"]
+    if command == "pipeline":
+        args += ["--refine", "none"]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert cli.main(args) == cli.EXIT_MISFIT == 5
+    err = capsys.readouterr().err
+    assert not out.exists()
+    # One line, once: the figure, the bound, what it means, the library's hint and the way out;
+    # not a Python warning.
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"astrosr {command}: error: reduced chi-square 7.5 > bound 1.3: the "
+                          "result does not reproduce the input within its noise; give the PSF "
+                          "with --psf; pass --allow-misfit to write it anyway")
+    assert "MisfitWarning" not in err and not shown
+    assert cli.main(args + ["--allow-misfit"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: reduced chi-square 7.5 > bound 1.3" in err
+    assert "written anyway" in err
+    assert CCDData.read(out).header["CHI2OK"] is False
+
+
+def test_passing_fit_is_written_with_its_keys(tmp_path, frame_files, monkeypatch, capsys):
+    import astrosr
+    from astrosr.misfit import record_fit
+
+    def fuse(*args, **kwargs):
+        ccd = CCDData(np.ones((8, 8)), unit="electron", meta=fits.Header())
+        record_fit(ccd.meta, 1.02, what="the frames", hint="-")
+        return ccd
+
+    monkeypatch.setattr(astrosr, "fuse", fuse)
+    folder, _ = frame_files
+    out = tmp_path / "o.fits"
+    assert cli.main(["stack", str(folder / "f*.fits"), "--psf", "gaussian:1.0", "-o", str(out),
+                     "--quiet"]) == 0
+    header = CCDData.read(out).header
+    assert header["CHI2OK"] is True and header["CHI2RED"] == 1.02 and header["CHI2MAX"] == 1.3
+    assert capsys.readouterr().err == ""
+
+
+def test_reject_off_turns_rejection_off(tmp_path, frame_files, monkeypatch):
+    import astrosr
+
+    folder, stack = frame_files
+    shifts = tmp_path / "shifts.ecsv"
+    stack.shifts.write(shifts)
+    hit = tmp_path / "hit"
+    hit.mkdir()
+    for i, path in enumerate(sorted(folder.glob("f*.fits"))):
+        frame = CCDData.read(path)
+        if i == 2:
+            frame.data[10:12, 12:14] += 5e4  # a cosmic ray (frames are 32x32)
+        write_fits(frame, hit / path.name)
+    seen = {}
+    fuse = astrosr.fuse
+
+    def spy(*args, **kwargs):
+        seen["reject"] = kwargs["reject"]
+        return fuse(*args, **kwargs)
+
+    monkeypatch.setattr(astrosr, "fuse", spy)
+    common = [str(hit / "f*.fits"), "--shifts", str(shifts), "--method", "drizzle", "--psf",
+              "gaussian:1.0", "--quiet"]
+    assert cli.main(["stack", *common, "--reject", "on", "-o", str(tmp_path / "on.fits")]) == 0
+    assert seen["reject"] is True
+    assert CCDData.read(tmp_path / "on.fits").header["NREJECT"] > 0
+    assert cli.main(["stack", *common, "--reject", "off", "-o", str(tmp_path / "off.fits")]) == 0
+    assert seen["reject"] is False
+    assert CCDData.read(tmp_path / "off.fits").header["NREJECT"] == 0
+
+
+def test_registration_shows_a_progress_bar_unless_quiet(tmp_path, frame_files, capsys):
+    folder, _ = frame_files
+    assert cli.main(["register", str(folder / "f*.fits"), "-o", str(tmp_path / "s.ecsv")]) == 0
+    err = capsys.readouterr().err
+    assert "registering" in err and "frame" in err and "<" in err  # elapsed<remaining: the ETA
+    assert cli.main(["register", str(folder / "f*.fits"), "-o", str(tmp_path / "q.ecsv"),
+                     "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_helper_and_the_network_tiles(capsys):
+    from astrosr import inference
+    from astrosr.progress import progress_bar
+
+    assert list(progress_bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    assert sum(progress_bar(range(4), desc="steps", enabled=True)) == 6
+    assert "steps" in capsys.readouterr().err
+
+    class Identity:
+        scale = 1
+
+        def predict_array(self, tile, softening):
+            return tile
+
+    image = np.random.default_rng(0).normal(size=(20, 12))
+    mean, spread = inference._network(Identity(), image, 8, 2, 2, softening=1.0, progress=True)
+    np.testing.assert_allclose(mean, image)
+    err = capsys.readouterr().err
+    assert "network" in err and "12/12" in err  # 3 x 2 tiles, 2 members
+    inference._network(Identity(), image, 8, 2, 2, softening=1.0)
+    assert capsys.readouterr().err == ""
+
+
+def test_tensorflow_start_up_noise_is_filtered_but_real_lines_pass(capfd):
+    import os
+
+    from astrosr.progress import _STARTUP_NOISE, _stderr_filtered
+
+    with _stderr_filtered(_STARTUP_NOISE):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796118949.682925    4933 cudart_stub.cc:31] Could not find "
+                    b"cuda drivers on your machine, GPU will not be used.\n")
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_enhance_prints_no_tensorflow_noise(tmp_path, frame_files):
+    pytest.importorskip("keras")
+    folder, _ = frame_files
+    small = tmp_path / "small.fits"
+    frame = CCDData.read(folder / "f0.fits")
+    write_fits(frame[:64, :64], small)
+    out = tmp_path / "x4.fits"
+    proc = _run("enhance", small, "--no-ensemble", "--consistency", "pixel", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    for noise in ("cuInit", "E0000", "I0000", "absl::InitializeLog", "cudart_stub",
+                  "cpu_feature_guard", "retracing", "Warning"):
+        assert noise not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith(f"Wrote {out} (256x256)")

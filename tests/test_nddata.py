@@ -113,3 +113,97 @@ def test_add_history_to_header_and_dict():
     meta = nddata.add_history({}, "a")
     nddata.add_history(meta, "b")
     assert meta["HISTORY"] == ["a", "b"]
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_file_follows_the_umask(tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        path = nddata.write_fits(CCDData(np.ones((4, 4)), unit="adu"), tmp_path / "out.fits")
+        assert nddata._umask() == umask
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == mode
+
+
+def test_dimensionless_output_reopens_with_ccddata_read(tmp_path):
+    data = np.arange(12.0).reshape(3, 4)
+    # A BUNIT left in the meta by the input must not contradict the unit.
+    ccd = CCDData(data, unit=u.dimensionless_unscaled, meta={"BUNIT": "adu"},
+                  uncertainty=StdDevUncertainty(np.ones((3, 4))))
+    path = nddata.write_fits(ccd, tmp_path / "out.fits")
+    assert fits.getheader(path)["BUNIT"] == ""
+    back = CCDData.read(path)  # no unit given
+    assert back.unit == u.dimensionless_unscaled
+    np.testing.assert_array_equal(back.data, data)
+    np.testing.assert_array_equal(back.uncertainty.array, 1.0)
+
+
+def test_output_from_input_without_bunit_reopens_with_ccddata_read(tmp_path):
+    raw = tmp_path / "raw.fits"
+    fits.PrimaryHDU(np.full((5, 6), 3.0, dtype=np.float32)).writeto(raw)
+    with pytest.raises(ValueError, match="a unit for CCDData must be specified"):
+        CCDData.read(raw)  # what astropy does with such a file
+    (frame,) = nddata.as_frames([raw])
+    out = nddata.write_fits(frame, tmp_path / "out.fits")
+    back = CCDData.read(out)
+    assert back.unit == u.dimensionless_unscaled and back.shape == (5, 6)
+    # And with a unit: the unit is written as it is.
+    out = nddata.write_fits(CCDData(np.ones((2, 2)), unit="electron"), tmp_path / "e.fits")
+    assert CCDData.read(out).unit == u.electron
+
+
+_LONG = ("astrosr.fuse: method=reconstruct scale=4 frames=16 psf=GaussianPSF(sigma=1.0) "
+         "Richardson-Lucy iterations=137 stop=converged chi2_red=1.0123 the data fit within "
+         "their noise; frame variance estimated from pixel differences of each frame")
+
+
+def _check_word_boundaries(cards, text):
+    assert "".join(cards) == text  # nothing lost, no space added
+    assert all(len(c) <= nddata.HISTORY_WIDTH for c in cards)
+    for before, after in zip(cards, cards[1:]):
+        # A boundary falls on a space: never between two letters of a word.
+        assert after.startswith(" ") or before.endswith(" "), (before, after)
+
+
+@pytest.mark.parametrize("meta", [fits.Header(), {}], ids=["header", "dict"])
+def test_history_is_split_at_word_boundaries_in_the_file(tmp_path, meta):
+    ccd = CCDData(np.ones((2, 2)), unit="adu", meta=meta)
+    nddata.add_history(ccd.meta, "short")
+    nddata.add_history(ccd.meta, _LONG)
+    assert len(ccd.meta["HISTORY"]) > 3
+    path = nddata.write_fits(ccd, tmp_path / "h.fits")
+    cards = list(CCDData.read(path).header["HISTORY"])
+    assert cards[0] == "short"
+    _check_word_boundaries(cards[1:], _LONG)
+
+
+def test_history_cuts_only_a_word_longer_than_a_card():
+    text = "sha256=" + "x" * 100 + " done"
+    assert nddata._history_cards(text) == [text[:72], text[72:]]
+    assert nddata._history_cards("a " + "x" * 80) == ["a", " " + "x" * 71, "x" * 9]
+    assert nddata._history_cards("two\nlines") == ["two lines"]
+
+
+def test_reading_frames_does_not_report_astropys_header_fixes(tmp_path):
+    from astropy.wcs import FITSFixedWarning
+
+    hdr = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0,
+                       "CRVAL2": 20.0, "CRPIX1": 4.0, "CRPIX2": 4.0, "CDELT1": -1e-4,
+                       "CDELT2": 1e-4, "DATE-OBS": "2020-01-02T03:04:05", "BUNIT": "adu"})
+    path = tmp_path / "frame.fits"
+    fits.PrimaryHDU(np.ones((8, 8)), hdr).writeto(path)
+    with pytest.warns(FITSFixedWarning, match="datfix"):
+        CCDData.read(path)  # astropy alone: one notice per frame
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames = nddata.as_frames([path, path])
+    assert not [w for w in caught if issubclass(w.category, FITSFixedWarning)]
+    assert frames[0].wcs is not None and frames[0].unit == u.adu

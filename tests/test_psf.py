@@ -90,8 +90,81 @@ def test_estimate_psf_recovers_the_width_from_stars(sigma):
     assert estimate_psf(frame).sigma == pytest.approx(sigma, rel=0.05)
 
 
-def test_estimate_psf_needs_stars():
+def test_estimate_psf_needs_stars_and_says_what_to_pass():
     from astrosr.psf import estimate_psf
 
-    with pytest.raises(ValueError, match="fewer than 3 stars"):
-        estimate_psf(np.random.default_rng(0).normal(size=(64, 64)))
+    with pytest.raises(ValueError, match=r"MultiFrameSR\(psf=.*--psf gaussian:SIGMA.*"
+                                         r"psf_options=.*--psf-snr, --fwhm-guess"):
+        estimate_psf(np.random.default_rng(0).normal(size=(64, 64)), snr=20)
+
+
+def _crowded_frame(sigma=1.3, seed=21):
+    """A crowded star field (about one star per 60 pixels, many overlapping), one frame."""
+    truth = simulate.make_sky((512, 512), n_stars=280, n_galaxies=0, nebula=False,
+                              star_flux=(2e3, 3e5), seed=seed)
+    return simulate.observe(truth, n_frames=1, scale=4, psf=GaussianPSF(sigma), sky=50.0,
+                            read_noise=5.0, seed=seed + 1).frames[0]
+
+
+def test_estimate_psf_in_a_crowded_field_leaves_out_saturated_stars():
+    from astrosr.psf import estimate_psf
+
+    frame = _crowded_frame()
+    level = np.sort(frame.data.ravel())[-40]  # the brightest stars' cores flat at this level
+    frame.data = np.minimum(frame.data, level)
+    est = estimate_psf(frame)
+    assert est.sigma == pytest.approx(1.3, rel=0.1)
+    assert est.sigma < 1.3 * 1.05  # flat tops would widen it
+    clipped = np.argwhere(frame.data >= level)
+    info = est.fit_info
+    d = np.hypot(info["x"][:, None] - clipped[None, :, 1], info["y"][:, None] - clipped[None, :, 0])
+    assert d.min() > 2.0 and info["n_stars"] >= 3
+    # A level given (as a SATURATE keyword would) leaves out at least as many.
+    assert estimate_psf(frame, saturation=level).fit_info["n_stars"] <= info["n_stars"]
+
+
+def test_hot_pixels_are_not_taken_for_stars():
+    from astrosr.psf import estimate_psf
+
+    frame = _crowded_frame(sigma=1.0, seed=31)
+    rng = np.random.default_rng(5)
+    hot = rng.integers(10, 118, size=(60, 2))
+    frame.data[hot[:, 0], hot[:, 1]] += rng.uniform(2e3, 2e4, len(hot))
+    est = estimate_psf(frame)
+    assert est.sigma == pytest.approx(1.0, rel=0.1)
+    info = est.fit_info
+    d = np.hypot(info["x"][:, None] - hot[None, :, 1], info["y"][:, None] - hot[None, :, 0])
+    assert (d.min(axis=1) > 1.0).all()
+
+
+def _pixel_scale_arcsec(path):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(proj_plane_pixel_scales(WCS(fits.getheader(path))).mean() * 3600)
+
+
+def test_estimate_psf_on_a_spitzer_mosaic(shared_data):
+    """GLIMPSE IRAC mosaic (1.2"/px, MJy/sr, extended emission): a FWHM near the IRAC PSF's."""
+    from astropy.io import fits
+
+    from astrosr.psf import estimate_psf
+
+    path = shared_data / "spitzer_example_image.fits"
+    est = estimate_psf(fits.getdata(path).astype(float))
+    fwhm_arcsec = est.fwhm * _pixel_scale_arcsec(path)
+    # IRAC's PSF: FWHM 1.66" (ch1) to 1.72" (ch2), a little more after mosaicking.
+    assert 1.4 < fwhm_arcsec < 2.4 and est.fit_info["n_stars"] >= 10
+
+
+def test_estimate_psf_on_a_crowded_2mass_plate(shared_data):
+    """2MASS K galactic centre (5"/px, clipped at its maximum): seeing-limited stars."""
+    from astropy.io import fits
+
+    from astrosr.psf import estimate_psf
+
+    path = shared_data / "gc_2mass_k.fits"
+    est = estimate_psf(fits.getdata(path).astype(float))
+    fwhm_arcsec = est.fwhm * _pixel_scale_arcsec(path)
+    assert 2.0 < fwhm_arcsec < 5.0 and est.fit_info["n_stars"] >= 5

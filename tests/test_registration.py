@@ -133,12 +133,11 @@ def test_constant_frames_and_mismatched_shapes_are_rejected(star_field):
         register_stack([stack.frames[0], dead, stack.frames[2]])
 
 
-def test_import_is_light_and_fast():
-    code = ("import sys, time; t = time.perf_counter(); import astrosr; "
-            "dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('tensorflow', 'keras', 'dask', 'matplotlib', 'skimage') "
-            "if m in sys.modules]; print(dt, heavy)")
+def test_import_loads_no_heavy_module():
+    # What the import loads, not how long it takes: a timing depends on the machine's load
+    # (timings belong in the benchmarks).
+    heavy = ("tensorflow", "keras", "dask", "matplotlib", "torch", "skimage")
+    code = ("import sys, astrosr; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    dt, heavy = out.stdout.split(maxsplit=1)
-    assert heavy.strip() == "[]"
-    assert float(dt) < 2.0
+    assert out.stdout.split() == []

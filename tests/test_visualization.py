@@ -265,6 +265,116 @@ def test_lone_image_and_stack(fine):
     assert len(image_axes(compare(CCDData(fine, unit=u.electron)))) == 1
 
 
+def zoom_axes(fig):
+    return [ax for ax in image_axes(fig) if ax.get_title() == "zoom"]
+
+
+def colorbar_labels(fig):
+    return [ax.get_ylabel() for ax in fig.axes if not ax.images and not ax.texts]
+
+
+def test_zoom_row_shows_the_same_region_of_every_image(fine, coarse):
+    fig = compare([coarse, fine], titles=["frame", "truth"], zoom=(16, 16, 8))
+    assert fig.axes[0].get_gridspec().get_geometry() == (2, 3)  # images, then their zooms
+    z_coarse, z_fine = zoom_axes(fig)
+    # The same region, 8x8 fine pixels, in finest-grid coordinates (the default grid).
+    for ax in (z_coarse, z_fine):
+        assert ax.get_xlim() == (12.0, 20.0) and ax.get_ylim() == (12.0, 20.0)
+        assert ax.images[0].get_interpolation() == "nearest"  # full resolution, no smoothing
+    np.testing.assert_allclose(shown(z_fine), fine)
+    norms = [ax.images[0].norm for ax in image_axes(fig)]
+    assert len({(n.vmin, n.vmax) for n in norms}) == 1  # one brightness scale, zooms included
+    # The region is outlined on each image panel.
+    for ax in image_axes(fig):
+        if ax.get_title() != "zoom":
+            box, = ax.patches
+            assert box.get_xy() == (12.0, 12.0) and box.get_width() == box.get_height() == 8.0
+
+
+def test_zoom_in_own_pixels_of_a_coarse_image(fine, coarse):
+    fig = compare([coarse, fine], zoom=(16, 16, 8), grid="own")
+    z_coarse, z_fine = zoom_axes(fig)
+    # Fine edges 12 and 20 are coarse coordinates (12 + 0.5) / 4 - 0.5 and (20 + 0.5) / 4 - 0.5.
+    assert z_coarse.get_xlim() == pytest.approx((2.625, 4.625))
+    assert z_fine.get_xlim() == (12.0, 20.0)
+
+
+def test_zoom_auto_is_centred_on_the_brightest_pixel(fine):
+    img = fine.copy()
+    img[20, 9] = 10 * fine.max()
+    ax = zoom_axes(compare([img], zoom="auto"))[0]
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert (x0 + x1) / 2 == pytest.approx(9.0) and (y0 + y1) / 2 == pytest.approx(20.0)
+    assert x1 - x0 == 8.0  # at least 8 pixels across
+
+
+def test_zoom_on_sky_axes(fine, celestial_wcs):
+    ccd = CCDData(fine, unit="electron", wcs=celestial_wcs)
+    z_sky, z_pix = zoom_axes(compare([ccd, fine], zoom=(16, 16, 8)))
+    assert isinstance(z_sky, WCSAxes) and z_sky.get_xlim() == (12.0, 20.0)
+
+
+def test_zoom_at_the_edge_stays_inside_the_image(fine):
+    ax = zoom_axes(compare([fine], zoom=(0, 31, 10)))[0]
+    assert ax.get_xlim() == (-0.5, 9.5) and ax.get_ylim() == (21.5, 31.5)
+
+
+def test_zoom_and_residual_rows(fine):
+    fig = compare([fine * 1.1, fine], zoom=(16, 16), residual=True)
+    assert fig.axes[0].get_gridspec().get_geometry() == (3, 3)
+    assert len(zoom_axes(fig)) == 2 and len(residual_axes(fig)) == 1
+
+
+def test_own_grid_labels_each_image_in_its_own_pixels(fine, coarse):
+    ax_coarse, ax_fine = image_axes(compare([coarse, fine], grid="own"))
+    assert ax_coarse.images[0].get_extent() == [-0.5, 7.5, -0.5, 7.5]
+    assert ax_fine.images[0].get_extent() == [-0.5, 31.5, -0.5, 31.5]
+    assert (ax_coarse.get_xlabel(), ax_fine.get_xlabel()) == ("x [coarse pixel]", "x [fine pixel]")
+    # On the finest grid (the default) the labels say which pixels the coordinates are.
+    ax_coarse, ax_fine = image_axes(compare([coarse, fine]))
+    assert ax_coarse.get_ylabel() == ax_fine.get_ylabel() == "y [finest-grid pixel]"
+    ax_coarse, ax_fine = image_axes(compare([coarse, fine], grid="own",
+                                            pixel_names=["input pixel", "output pixel"]))
+    assert (ax_coarse.get_xlabel(), ax_fine.get_xlabel()) == ("x [input pixel]", "x [output pixel]")
+
+
+def test_colorbar_label_has_the_unit_per_pixel(fine, coarse):
+    ccds = [CCDData(coarse, unit="electron"), CCDData(fine, unit="electron")]
+    names = ["input pixel", "fine pixel"]
+    assert colorbar_labels(compare(ccds, pixel_names=names)) == ["electron / fine pixel"]
+    assert colorbar_labels(compare(ccds[1])) == ["electron / pixel"]
+    assert colorbar_labels(compare(CCDData(fine, unit="MJy/sr"))) == ["MJy / sr"]
+    assert colorbar_labels(compare(CCDData(fine, unit="electron/pix"))) == ["electron / pix"]
+    assert colorbar_labels(compare([fine])) == [""]  # no unit, no label
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"zoom": (1, 2, 3, 4)}, r"zoom=\(1, 2, 3, 4\) must be"),
+    ({"zoom": "centre"}, "zoom='centre' must be"),
+    ({"zoom": (40, 5)}, "centre must lie inside the finest grid"),
+    ({"zoom": (5, 5, 0)}, "size be at least 1"),
+    ({"zoom": (np.nan, 5)}, "must be None"),
+    ({"grid": "input"}, "grid='input' is unknown"),
+    ({"pixel_names": ["px"]}, "pixel_names must be a list of 2"),
+    ({"pixel_names": "px"}, "pixel_names must be a list of 2"),
+])
+def test_bad_zoom_grid_and_pixel_names(fine, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compare([fine, fine], **kwargs)
+
+
+def test_saved_figure_follows_the_umask(fine, tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        compare([fine], path=tmp_path / "cmp.png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cmp.png").stat().st_mode & 0o777 == 0o640
+
+
 def test_import_astrosr_does_not_load_matplotlib():
     code = "import astrosr, sys; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

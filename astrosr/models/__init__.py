@@ -8,7 +8,12 @@ package: the Keras names load Keras on first use (PEP 562), so data
 preparation works without TensorFlow.
 """
 
+from ..progress import quiet_tensorflow, tensorflow_environment
 from . import transform
+
+# Before any module of this package imports Keras (and so TensorFlow): its C++
+# start-up logging, such as "failed call to cuInit" on every CPU machine.
+tensorflow_environment()
 
 __all__ = ["transform", "build_generator", "build_discriminator", "discriminator_features",
            "fast_generator",
@@ -27,6 +32,8 @@ _LAZY = {
 def __getattr__(name):
     if name in _LAZY:
         import importlib
+
+        quiet_tensorflow()  # TensorFlow's first import, without its start-up noise
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -356,15 +356,20 @@ from .estimate import estimate_psf, estimate_stack_psf  # noqa: E402
 from .fit import fit_stack_psf  # noqa: E402
 
 
-def stack_psf(frames, shifts, *, scale, hdu=None):
+def stack_psf(frames, shifts, *, scale, hdu=None, fwhm_guess=None, snr=None, max_stars=None,
+              saturation=None):
     """The PSF of a dithered stack, measured on its stars; ``(psf, how)``.
 
     The effective PSF on the fine grid (`estimate_stack_psf`) when the stack
     has enough isolated stars for it; else a Gaussian or Moffat profile
-    fitted to the stars it has (`fit_stack_psf`). Never a Gaussian fitted
-    to whatever sources there are: on a field of galaxies such a fit is far
-    too wide (sigma 1.8 instead of 1.2 input pixels on the Hubble Deep
-    Field), and a deconvolution with it is far worse than none.
+    fitted to its point sources in every frame at once (`fit_stack_psf`);
+    else, when the sources' surroundings defeat that fit (a deep field's
+    texture, neighbours), the Gaussian that the point sources of the
+    reference frame agree on (`estimate_psf`: the narrowest width many
+    sources share; galaxies are wider, defects narrower, saturated stars
+    are left out). Never a Gaussian fitted to whatever sources there are:
+    on a field of galaxies such a fit is far too wide (sigma 1.8 instead of
+    1.2 input pixels on the Hubble Deep Field).
 
     Parameters
     ----------
@@ -372,6 +377,9 @@ def stack_psf(frames, shifts, *, scale, hdu=None):
         As for `estimate_stack_psf`.
     scale : int
         Fine pixels per input pixel.
+    fwhm_guess, snr, max_stars, saturation : optional
+        Star selection, passed to each estimate (``None``: each one's
+        default); ``MultiFrameSR(psf_options={...})`` passes them here.
 
     Returns
     -------
@@ -382,20 +390,44 @@ def stack_psf(frames, shifts, *, scale, hdu=None):
     Raises
     ------
     ValueError
-        When neither estimate is possible (too few isolated stars, or
-        sources no point-source profile fits): pass the PSF explicitly.
+        When no estimate is possible; the message names what to pass instead.
     """
+    options = {k: v for k, v in (("fwhm_guess", fwhm_guess), ("snr", snr),
+                                 ("max_stars", max_stars)) if v is not None}
+    errors = []
     try:
-        est = estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu)
+        est = estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu, saturation=saturation,
+                                 **options)
         return est, f"effective PSF estimated from the stars of the stack ({est!r})"
     except ValueError as exc:
-        epsf_error = str(exc)
+        errors.append(f"effective PSF: {exc}")
     try:
-        est = fit_stack_psf(frames, shifts, hdu=hdu)
+        est = fit_stack_psf(frames, shifts, hdu=hdu, saturation=saturation, **options)
+        info = est.fit_info
+        return est, (f"{info['profile']} profile fitted to {info['n_stars']} stars in every "
+                     f"frame ({est!r}, reduced chi-square "
+                     f"{info['chi2_red'][info['profile']]:.2f}); too few stars for an "
+                     "effective PSF")
     except ValueError as exc:
-        raise ValueError(f"cannot estimate the PSF from the stack: {exc} (and for an effective "
-                         f"PSF: {epsf_error})") from None
+        errors.append(f"profile fit: {exc}")
+    est, ref = _reference_frame_psf(frames, shifts, hdu, saturation, options, errors)
     info = est.fit_info
-    return est, (f"{info['profile']} profile fitted to {info['n_stars']} stars in every frame "
-                 f"({est!r}, reduced chi-square {info['chi2_red'][info['profile']]:.2f}); too "
-                 "few stars for an effective PSF")
+    return est, (f"Gaussian that {info['n_stars']} point sources of frame {ref} agree on "
+                 f"({est!r}, FWHM {est.fwhm:.2f} px, scatter {100 * info['scatter']:.0f}%); "
+                 "the stack's stars gave neither an effective PSF nor a profile fit")
+
+
+def _reference_frame_psf(frames, shifts, hdu, saturation, options, errors):
+    from ..nddata import as_frames, shift_array
+    from .stars import ADVICE
+
+    ccds = as_frames(frames, hdu=hdu)
+    offsets = shift_array(shifts, len(ccds))
+    ref = int(np.argmin(np.hypot(offsets[:, 0], offsets[:, 1])))
+    single = {k: v for k, v in options.items() if k != "max_stars"}
+    try:
+        return estimate_psf(ccds[ref], saturation=saturation, **single), ref
+    except ValueError as exc:
+        errors.append(f"single frame: {exc}")
+    detail = "; ".join(e.replace(ADVICE, "").rstrip("; ") for e in errors)
+    raise ValueError(f"cannot estimate the PSF from the stack ({detail}); {ADVICE}") from None

@@ -14,80 +14,102 @@ import numpy as np
 from scipy import fft, ndimage
 
 from . import ArrayPSF, GaussianPSF, _check_scale, _fourier_shifted, _positive
+from .stars import ADVICE, column as _column, psf_stars, saturated_pixels
 
 __all__ = ["estimate_psf", "estimate_stack_psf"]
 
 
-def estimate_psf(ccd, *, fwhm_guess=3.0, snr=20.0, max_stars=50, box=11):
-    """A Gaussian PSF fitted to the isolated stars of an image.
+def estimate_psf(ccd, *, fwhm_guess=None, snr=5.0, max_stars=200, min_stars=3,
+                 saturation=None):
+    """A Gaussian PSF fitted to the point sources of one image.
 
-    Stars are found with `photutils.detection.DAOStarFinder` above ``snr``
-    times the sky noise, away from the edges and from each other; each is
-    fitted with a 2-D Gaussian plus a constant (`astropy.modeling`), and the
-    median width, corrected for integration over the pixels (``sigma**2 -
-    1/12``), gives the PSF.
+    The stars are selected as `astrosr.psf.stars` describes: candidates
+    above ``snr`` sky sigma, saturated stars (flat tops, the header's
+    ``SATURATE``/``DATAMAX`` or ``saturation=``), defects narrower than any
+    PSF, blends and galaxies rejected, and the narrowest width that many
+    sources share taken as the PSF's. Each is fitted with an elliptical
+    Gaussian integrated over the pixels, so the result is the PSF before
+    pixel integration, as the observation model wants it. When the width
+    found differs from ``fwhm_guess`` by more than 30%, the selection is
+    repeated with the width found.
 
     Parameters
     ----------
     ccd : `~astropy.nddata.NDData` or array
-        The image (input pixels).
-    fwhm_guess : float
-        FWHM for the star finder, in pixels.
+        The image (input pixels). Masked, NaN and infinite pixels are not used.
+    fwhm_guess : float, optional
+        FWHM of the stars in pixels, for the star finder; default 3, then
+        the width measured.
     snr : float
-        Detection threshold in sky-noise sigma.
+        Least peak of a candidate, in sky-noise sigma.
     max_stars : int
-        The brightest isolated stars fitted.
-    box : int
-        Odd side of the fitted cutouts.
+        The candidates of highest SNR that are fitted.
+    min_stars : int
+        Least number of stars that agree on the width (more are needed when
+        they scatter: as many as make the median width good to 5%).
+    saturation : float, optional
+        Saturation level in data units (default: from the header, else the
+        image's maximum when several pixels share it).
 
     Returns
     -------
     GaussianPSF
+        In pixels of the image; ``fit_info`` holds ``n_stars``, ``scatter``
+        (relative, of the members' widths), ``n_candidates`` and the stars'
+        ``x``, ``y``.
 
     Raises
     ------
     ValueError
-        If fewer than 3 usable stars are found.
+        If too few point sources agree on a width; the message says what to pass instead.
     """
-    from astropy.modeling import fitting, models
-    from astropy.stats import sigma_clipped_stats
-    from photutils.detection import DAOStarFinder
+    snr, max_stars, min_stars = _check_selection(snr, max_stars, min_stars)
+    ccd = ccd if hasattr(ccd, "data") else _Plain(ccd)
+    sub, mask, std = _sky_subtracted(ccd)
+    saturated = _dilated(saturated_pixels(ccd.data, getattr(ccd, "meta", None), saturation))
+    guess = 3.0 if fwhm_guess is None else _positive(fwhm_guess, "fwhm_guess")
+    try:
+        stars = psf_stars(sub, mask, std, saturated, fwhm=guess, snr=snr, max_stars=max_stars,
+                          min_stars=min_stars)
+        found = _observed_fwhm(stars["sigma_psf"])
+        if abs(found / guess - 1.0) > 0.3:
+            stars = psf_stars(sub, mask, std, saturated, fwhm=found, snr=snr,
+                              max_stars=max_stars, min_stars=min_stars)
+    except ValueError as exc:
+        raise ValueError(f"estimate_psf: no PSF from the stars of the image: {exc}; "
+                         f"{ADVICE}") from None
+    psf = GaussianPSF(stars["sigma_psf"])
+    psf.fit_info = {"n_stars": len(stars["x"]), "scatter": stars["scatter"],
+                    "n_candidates": stars["n_candidates"], "x": stars["x"], "y": stars["y"]}
+    return psf
 
-    data = np.asarray(getattr(ccd, "data", ccd), dtype=float)
-    mask = ~np.isfinite(data)
-    if getattr(ccd, "mask", None) is not None:
-        mask |= np.asarray(ccd.mask, dtype=bool)
-    _, median, std = sigma_clipped_stats(data, mask=mask)
-    sub = np.where(mask, 0.0, data - median)
-    found = DAOStarFinder(fwhm=fwhm_guess, threshold=snr * std)(sub, mask=mask)
-    if found is None or len(found) < 3:
-        raise ValueError("estimate_psf: fewer than 3 stars found; pass a PSF instead")
-    x = _column(found, "x_centroid", "xcentroid")
-    y = _column(found, "y_centroid", "ycentroid")
-    half = box // 2
-    ny, nx = data.shape
-    dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]) + np.eye(len(x)) * 1e9
-    keep = ((x > half + 1) & (x < nx - half - 2) & (y > half + 1) & (y < ny - half - 2)
-            & (dist.min(axis=1) > box))
-    order = np.argsort(-_column(found, "flux"))
-    sigmas = []
-    fitter = fitting.LevMarLSQFitter()
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    for i in [k for k in order if keep[k]][:max_stars]:
-        cy, cx = int(round(y[i])), int(round(x[i]))
-        cut = sub[cy - half:cy + half + 1, cx - half:cx + half + 1]
-        if mask[cy - half:cy + half + 1, cx - half:cx + half + 1].any():
-            continue
-        g = models.Gaussian2D(cut.max(), x[i] - cx, y[i] - cy, 1.0, 1.0) + models.Const2D(0.0)
-        fit = fitter(g, xx, yy, cut)
-        sx, sy = abs(fit.x_stddev_0.value), abs(fit.y_stddev_0.value)
-        if 0.3 < sx < half and 0.3 < sy < half:
-            sigmas.append(np.sqrt(sx * sy))
-    if len(sigmas) < 3:
-        raise ValueError("estimate_psf: fewer than 3 isolated stars could be fitted; "
-                         "pass a PSF instead")
-    sigma2 = np.median(sigmas) ** 2 - 1.0 / 12.0
-    return GaussianPSF(float(np.sqrt(max(sigma2, 0.05))))
+
+class _Plain:
+    """An array seen as a frame without mask or header."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data, dtype=float)
+        self.mask = None
+        self.meta = {}
+
+
+def _check_selection(snr, max_stars, min_stars):
+    if not (np.isfinite(snr) and snr > 0):
+        raise ValueError(f"snr must be a positive number, got {snr}")
+    for name, value, least in (("max_stars", max_stars, 3), ("min_stars", min_stars, 1)):
+        if int(value) != value or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value}")
+    return float(snr), int(max_stars), int(min_stars)
+
+
+def _observed_fwhm(sigma):
+    """FWHM a star finder sees: the PSF's width with the pixel's 1/12 variance added."""
+    return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(sigma ** 2 + 1.0 / 12.0))
+
+
+def _dilated(saturated):
+    """Saturated pixels and their neighbours (bleeding, the wings of a clipped core)."""
+    return ndimage.binary_dilation(saturated, iterations=1) if saturated.any() else saturated
 
 
 # --------------------------------------------------------------------------- PSF from a stack
@@ -109,12 +131,10 @@ _NEIGHBOUR_RATIO = 0.1
 #: input pixel: with ``n`` stamps each fine pixel of the ePSF gets about
 #: ``n / scale**2`` samples, whose median it is.
 _STAMPS_PER_PHASE = 5
-#: Header keywords read as a frame's saturation level (data units).
-_SATURATION_KEYS = ("SATURATE", "SATLEVEL", "SATURATION")
 
 
 def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_stars=100,
-                       size=None, hdu=None):
+                       size=None, saturation=None, hdu=None):
     """The PSF on the fine grid, measured on the stars of a dithered stack.
 
     The stack's dithers put each star at a different sub-pixel phase in each
@@ -167,6 +187,10 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
         Least peak of a PSF star, in sky-noise sigma.
     max_stars : int
         The brightest isolated stars used (each gives one stamp per frame).
+    saturation : float, optional
+        Saturation level in data units (default: the header's ``SATURATE``,
+        ``SATLEVEL``, ``SATURATION`` or ``DATAMAX``, else the maximum when
+        several pixels share it).
     size : int, optional
         Odd side of the returned kernel in fine pixels (the stamps are made
         large enough for it). Default: large enough to hold 99.9% of the
@@ -230,7 +254,8 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
     if size is not None:
         half = max(half, int(np.ceil((size // 2 + 1) / scale)))
     x, y = _isolated_stars(sub, mask, std, fwhm=fwhm, snr=snr, half=half,
-                           saturated=_saturated(ccds[ref]), offsets=offsets - offsets[ref],
+                           saturated=_saturated(ccds[ref], saturation),
+                           offsets=offsets - offsets[ref],
                            max_stars=int(max_stars))
     # Positions in the reference frame's own pixels -> every frame's pixels.
     x, y = x - offsets[ref, 0], y - offsets[ref, 1]
@@ -257,46 +282,25 @@ def _sky_subtracted(ccd):
     _, median, std = sigma_clipped_stats(data, mask=mask, sigma=3.0, maxiters=10)
     if not std > 0:
         raise ValueError("a frame has no noise about its sky (constant or empty): "
-                         "pass psf= explicitly")
+                         f"{ADVICE}")
     return np.where(mask, 0.0, data - median), mask, float(std)
 
 
-def _saturated(ccd):
-    """Pixels at or above 90% of the header's saturation level (none without the keyword)."""
-    data = np.asarray(ccd.data, dtype=float)
-    meta = getattr(ccd, "meta", None) or {}
-    for key in _SATURATION_KEYS:
-        if key in meta:
-            try:
-                level = float(meta[key])
-            except (TypeError, ValueError):
-                continue
-            with np.errstate(invalid="ignore"):
-                return data >= 0.9 * level
-    return np.zeros(data.shape, dtype=bool)
+def _saturated(ccd, level=None):
+    """Saturated pixels of a frame and their neighbours (see `astrosr.psf.stars`)."""
+    return _dilated(saturated_pixels(ccd.data, getattr(ccd, "meta", None), level))
 
 
 def _measured_fwhm(sub, mask, snr):
     """FWHM of the stars of a sky-subtracted frame, in pixels (pixel response included)."""
-    import warnings
-
+    frame = _Plain(np.where(mask, np.nan, sub))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # astropy's "fit may be unsuccessful"
-            psf = estimate_psf(np.where(mask, np.nan, sub), fwhm_guess=3.0, snr=min(snr, 20.0))
-    except ValueError:
-        raise ValueError("estimate_stack_psf: fewer than 3 isolated stars found in the reference "
-                         "frame to measure their FWHM; pass fwhm_guess=, or pass psf= "
-                         "explicitly to the fusion") from None
-    # estimate_psf removes the pixel's 1/12 variance; the finder sees it.
-    return float(np.sqrt(psf.fwhm ** 2 + 8.0 * np.log(2.0) / 12.0))
-
-
-def _column(table, *names):
-    for name in names:
-        if name in table.colnames:
-            return np.asarray(table[name], dtype=float)
-    raise KeyError(names[0])  # pragma: no cover - photutils API change
+        psf = estimate_psf(frame, snr=min(snr, 5.0))
+    except ValueError as exc:
+        reason = str(exc).split(": ", 2)[-1].split("; pass the PSF")[0]
+        raise ValueError(f"the stars' FWHM could not be measured on the reference frame "
+                         f"({reason}); give fwhm_guess=") from None
+    return _observed_fwhm(psf.sigma)
 
 
 def _isolated_stars(sub, mask, std, *, fwhm, snr, half, saturated, offsets, max_stars):
@@ -312,10 +316,9 @@ def _isolated_stars(sub, mask, std, *, fwhm, snr, half, saturated, offsets, max_
                           min_separation=fwhm)(sub, mask=mask)
     few = ("estimate_stack_psf: fewer than 3 isolated stars {what} in the reference frame "
            f"(peak >= snr={snr:g} sigma, unsaturated, no comparable neighbour within the "
-           "stamp, stamp inside every frame); lower snr=, give fwhm_guess=, or pass psf= "
-           "explicitly to the fusion")
+           "stamp, stamp inside every frame); ")
     if found is None or len(found) < 3:
-        raise ValueError(few.format(what="found"))
+        raise ValueError(few.format(what="found") + ADVICE)
     x = _column(found, "x_centroid", "xcentroid")
     y = _column(found, "y_centroid", "ycentroid")
     peak = _column(found, "peak")
@@ -345,7 +348,7 @@ def _isolated_stars(sub, mask, std, *, fwhm, snr, half, saturated, offsets, max_
         if len(good) == max_stars:
             break
     if len(good) < 3:
-        raise ValueError(few.format(what=f"({len(good)}) usable"))
+        raise ValueError(few.format(what=f"({len(good)}) usable") + ADVICE)
     return x[good], y[good]
 
 
@@ -371,8 +374,7 @@ def _build_epsf(images, x, y, offsets, *, scale, half):
                 f"estimate_stack_psf: {len(stars.all_stars)} star images (isolated stars x "
                 f"frames) in {len(images)} frame(s), too few to sample the PSF {scale} times "
                 f"finer than the pixels: {need} are needed from the even frames and {need} "
-                "from the odd ones; add frames or stars, lower snr=, or pass psf= explicitly "
-                "to the fusion")
+                f"from the odd ones; add frames or stars, or {ADVICE}")
         builder = EPSFBuilder(oversampling=scale, maxiters=_EPSF_ITER, progress_bar=False)
         with _fast_gap_filling():
             epsf, _ = builder(stars)
@@ -497,7 +499,7 @@ def _remove_pixel_response(epsf, scale, n_iter=_PIXEL_RL_ITER):
     e = np.clip(epsf, 0.0, None)
     total = e.sum()
     if not total > 0:
-        raise ValueError("estimate_stack_psf: the effective PSF is empty; pass psf= explicitly")
+        raise ValueError(f"estimate_stack_psf: the effective PSF is empty; {ADVICE}")
     e = np.pad(e / total, scale)
     if scale == 1:
         return e

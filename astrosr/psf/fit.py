@@ -14,7 +14,8 @@ import numpy as np
 from scipy import optimize, special
 
 from . import GaussianPSF, MoffatPSF, _positive
-from .estimate import _isolated_stars, _measured_fwhm, _saturated, _sky_subtracted
+from .estimate import _observed_fwhm, _sky_subtracted, estimate_psf
+from .stars import ADVICE
 
 __all__ = ["fit_stack_psf"]
 
@@ -30,12 +31,13 @@ _CLIP = 2.0
 _CLIP_ROUNDS = 3
 
 
-def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=20.0, max_stars=30, hdu=None):
+def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=5.0, max_stars=30, saturation=None,
+                  hdu=None):
     """A Gaussian or Moffat PSF fitted to the isolated stars of a dithered stack.
 
-    Each isolated star of the reference frame (the frame with the smallest
-    shift; selection as in `estimate_stack_psf`, with stamps of half-width 2
-    FWHM + 1) is cut out of every frame at its shifted position. A profile
+    Each point source of the reference frame (the frame with the smallest
+    shift; selected by `estimate_psf`: saturated stars, defects, blends and
+    galaxies left out; stamps of half-width 2 FWHM + 1) is cut out of every frame at its shifted position. A profile
     integrated over the input pixels, with one shape for all and a flux and
     a position (in the reference frame, moved by each frame's shift) per
     star, is fitted by weighted least squares to all stamps (the sky is
@@ -57,7 +59,9 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=20.0, max_stars=30, hd
     snr : float
         Least peak of a star, in sky-noise sigma.
     max_stars : int
-        The brightest isolated stars used.
+        The brightest point sources used.
+    saturation : float, optional
+        Saturation level in data units (default: from the header, see `estimate_psf`).
     hdu : int or str, optional
         HDU to read when ``frames`` are paths.
 
@@ -82,27 +86,27 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=20.0, max_stars=30, hd
     images = [_sky_subtracted(c) for c in ccds]
     ref = int(np.argmin(np.hypot(offsets[:, 0], offsets[:, 1])))
     sub, mask, std = images[ref]
-    try:  # the star selection is estimate_stack_psf's, with smaller stamps
-        fwhm = (_measured_fwhm(sub, mask, snr) if fwhm_guess is None
-                else _positive(fwhm_guess, "fwhm_guess"))
-        half = int(np.ceil(_STAMP_FWHM * fwhm)) + 1
-        x, y = _isolated_stars(sub, mask, std, fwhm=fwhm, snr=snr, half=half,
-                               saturated=_saturated(ccds[ref]), offsets=offsets - offsets[ref],
-                               max_stars=int(max_stars))
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("estimate_stack_psf:", "fit_stack_psf:")) from None
-    noise = [_noise(c, std) for c, (_, _, std) in zip(ccds, images)]
+    fwhm, x, y = _point_sources(ccds[ref], sub.shape, offsets - offsets[ref],
+                                fwhm_guess=fwhm_guess, snr=snr, max_stars=int(max_stars),
+                                saturation=saturation)
+    half = int(np.ceil(_STAMP_FWHM * fwhm)) + 1
+    noise = [_noise(c, std, sky_mask) for c, (_, sky_mask, std) in zip(ccds, images)]
     stamps = _Stamps(images, noise, x - offsets[ref, 0], y - offsets[ref, 1], offsets, half)
     stamps = _without_outliers(stamps, fwhm)
-    fits = {name: _fit(stamps, name, fwhm)[:2] for name in ("gaussian", "moffat")}
-    best = "moffat" if fits["moffat"][1] < fits["gaussian"][1] - 2.0 else "gaussian"
+    fits = {"gaussian": _fit(stamps, "gaussian", fwhm)[:2]}
+    dof = stamps.n_data - (2 + 3 * stamps.n_stars)
+    # A Gaussian far off (texture, neighbours, galaxies) is not rescued by the Moffat's
+    # one more parameter, whose fit then wanders for a minute: refuse at once.
+    if fits["gaussian"][1] / dof <= 2.0 * _MAX_CHI2:
+        fits["moffat"] = _fit(stamps, "moffat", fwhm)[:2]
+    best = ("moffat" if "moffat" in fits and fits["moffat"][1] < fits["gaussian"][1] - 2.0
+            else "gaussian")
     shape, chi2 = fits[best]
-    dof = stamps.n_data - (len(shape) + 3 * stamps.n_stars)
     chi2_red = {name: float(c / dof) for name, (_, c) in fits.items()}
     if chi2_red[best] > _MAX_CHI2:
         raise ValueError(f"fit_stack_psf: the {stamps.n_stars} sources are not fitted by one "
                          f"point-source profile (reduced chi-square {chi2_red[best]:.1f}): "
-                         "galaxies or blends; pass psf= explicitly")
+                         f"galaxies or blends; {ADVICE}")
     psf = (GaussianPSF(shape[0] / (2.0 * np.sqrt(2.0 * np.log(2.0)))) if best == "gaussian"
            else MoffatPSF(shape[0], shape[1]))
     psf.fit_info = {"n_stars": stamps.n_stars, "n_stamps": stamps.n_stamps,
@@ -110,15 +114,42 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=20.0, max_stars=30, hd
     return psf
 
 
-def _noise(ccd, sky_sigma):
-    """Per-pixel sigma: the frame's uncertainty (which holds the stars' own photon noise)."""
+def _point_sources(ccd, shape, offsets, *, fwhm_guess, snr, max_stars, saturation):
+    """(FWHM seen, x, y) of the reference frame's point sources whose stamps fit every frame."""
+    try:
+        found = estimate_psf(ccd, fwhm_guess=fwhm_guess, snr=snr,
+                             max_stars=max(3 * max_stars, 50), saturation=saturation)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("estimate_psf:", "fit_stack_psf: in the reference "
+                                          "frame,", 1)) from None
+    fwhm = _observed_fwhm(found.sigma)
+    x, y = found.fit_info["x"], found.fit_info["y"]
+    half = int(np.ceil(_STAMP_FWHM * fwhm)) + 1
+    ny, nx = shape
+    lo = half + 1 - offsets.min(axis=0)
+    hi = np.array([nx, ny]) - half - 2 - offsets.max(axis=0)
+    inside = (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])
+    if inside.sum() < 3:
+        raise ValueError(f"fit_stack_psf: fewer than 3 point sources ({int(inside.sum())}) with "
+                         f"stamps inside every frame; {ADVICE}")
+    return fwhm, x[inside][:max_stars], y[inside][:max_stars]
+
+
+def _noise(ccd, sky_sigma, bad):
+    """Per-pixel sigma: the frame's uncertainty (which holds the stars' own photon noise).
+
+    The sky's measured scatter beyond what the uncertainty explains (faint sources,
+    a galaxy field's texture: confusion) is added in quadrature: no profile fits it.
+    """
     from ..nddata import variance_of
 
     var = variance_of(ccd)
     if var is None:  # sky noise only: bright stars will look worse fitted than they are
         return np.full(np.shape(ccd.data), sky_sigma)
     var = np.asarray(var, dtype=float)
-    return np.sqrt(np.where(np.isfinite(var) & (var > 0), var, np.inf))
+    usable = np.isfinite(var) & (var > 0) & ~bad
+    confusion = max(sky_sigma ** 2 - float(np.median(var[usable])), 0.0) if usable.any() else 0.0
+    return np.sqrt(np.where(np.isfinite(var) & (var > 0), var + confusion, np.inf))
 
 
 class _Stamps:
