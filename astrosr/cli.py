@@ -269,7 +269,8 @@ def _stack(args):
     _single_frame(args, frames, args.scale)
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method=args.method)
     with _misfits_caught() as caught:
-        say(f"[astrosr] registering {len(frames)} frames...")
+        if not args.shifts:
+            say(f"[astrosr] registering {len(frames)} frames...")
         shifts = _shifts(args, frames)
         if psf == "estimate" or (psf is None and args.method == "reconstruct"):
             say("[astrosr] estimating the PSF from the stars of the stack...")

@@ -50,6 +50,7 @@ from scipy import ndimage, sparse
 
 from .forward import ObservationOperator
 from .misfit import record_fit
+from .progress import progress_bar
 from .nddata import (add_history, as_frames, frame_arrays, rescale_wcs, shift_array, shift_wcs,
                      white_noise_variance)
 from .psf import GaussianPSF, as_psf
@@ -86,7 +87,7 @@ _MISFIT_HINT = ("the PSF (psf=) or the shifts are probably wrong, the frames' un
 
 def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weights=None,
          reject="auto", kappa=5.0, background=None, stop="converged", tol=None, max_iter=1000,
-         start=None, hdu=None):
+         start=None, hdu=None, progress=False):
     """Fuse registered frames onto a grid ``scale`` times finer.
 
     Parameters
@@ -148,6 +149,9 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
         frames within their noise. Default: a flat image.
     hdu : int or str, optional
         HDU to read when ``frames`` are paths.
+    progress : bool
+        Reconstruct: show a progress bar (with ETA; `astrosr.progress.progress_bar`)
+        over the Richardson-Lucy iterations (``max_iter`` is their most).
 
     Returns
     -------
@@ -179,7 +183,7 @@ def fuse(frames, shifts, *, scale, method="drizzle", pixfrac=1.0, psf=None, weig
         psf = as_psf(psf, oversampling=scale)
         image, var, weight, info = _reconstruct(stack, scale, psf, reject, kappa,
                                                 _per_frame(background, len(stack), "background"),
-                                                stop, tol, max_iter, start)
+                                                stop, tol, max_iter, start, progress)
     else:
         if method == "shift_and_add":
             pixfrac = 1.0
@@ -390,13 +394,15 @@ def _local_spread(cube):
 # --------------------------------------------------------------------------- reconstruct
 
 
-def _reconstruct(stack, scale, psf, reject, kappa, background, stop, tol, max_iter, start):
+def _reconstruct(stack, scale, psf, reject, kappa, background, stop, tol, max_iter, start,
+                 progress):
     op = ObservationOperator(stack.shape, stack.shifts, scale=scale, psf=psf, single=True)
     noise = _PoissonNoise(stack, background)
     good, image = _clean_mask(stack, op, noise, kappa) if reject else (stack.good, None)
     if start is not None:
         image = _start_image(op, _start_array(start, op, stack.unit), stack, good, noise)
-    image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter, stop=stop)
+    image, info = _richardson_lucy(op, stack, good, noise, image, tol, max_iter, stop=stop,
+                                   progress=progress)
     info["pedestal"] = noise.mean_pedestal()
     info["rejected"] = stack.good & ~good
     fisher = op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)), squared=True)
@@ -458,18 +464,18 @@ class _PoissonNoise:
         given = np.any(background != 0)
         for i, (d, v, g) in enumerate(zip(stack.data, stack.var, stack.good)):
             sigma = float(np.sqrt(np.median(v[g])))
-            low = _sky_floor(d, g, sigma)
+            floor = _sky_floor(d, g, sigma)
             line = None if given else _variance_line(d[g], v[g])
             if line is None and not given:
                 # Flat variance (no Poisson term seen, e.g. a frame without
                 # uncertainty): Gaussian noise, as Poisson counts of
                 # _FLAT_COUNTS on the sky, in any unit.
                 self.gain[i] = sigma / np.sqrt(_FLAT_COUNTS)
-                self.pedestal[i] = _pedestal(low, sigma, np.inf)
+                self.pedestal[i] = _pedestal(floor, sigma, np.inf)
                 self.background[i] = np.sqrt(_FLAT_COUNTS) * sigma - self.pedestal[i]
                 continue
             self.gain[i], self.background[i] = line if line is not None else (1.0, background[i])
-            self.pedestal[i] = _pedestal(low, sigma, low + self.background[i])
+            self.pedestal[i] = _pedestal(floor, sigma, floor[0] + self.background[i])
         self.source = "background=" if given else "variance vs data fit"
 
     def above(self, data):
@@ -482,31 +488,35 @@ class _PoissonNoise:
 
 
 def _sky_floor(frame, good, sigma, box=5):
-    """The level of a frame's empty sky, or 0 where the frame has no flat empty sky.
+    """A frame's darkest level, and whether most of the frame is one flat sky at that level.
 
     The darkest level is the 1st percentile of the ``box x box`` local means
-    (they average the noise down). Where it lies within 2 sigma of the frame's
-    sigma-clipped median, most of the frame is one flat sky, and that is its
-    level. A field filled with emission (the darkest light well below the
-    median) may hold darker sky between its sources than any frame pixel
-    shows, on the finer grid: it gets no floor.
+    (they average the noise down). Where it lies within 2 sigma of the
+    frame's sigma-clipped median, most of the frame is one flat sky.
     """
     num = ndimage.uniform_filter(np.where(good, frame, 0.0), box)
     den = ndimage.uniform_filter(good.astype(float), box)
     low = float(np.percentile((num / np.maximum(den, 1e-12))[good & (den > 0.5)], 1.0))
     _, median, _ = sigma_clipped_stats(frame[good], sigma=3.0, maxiters=5)
-    return low if median - low < 2.0 * sigma else 0.0
+    return low, bool(median - low < 2.0 * sigma)
 
 
-def _pedestal(low, sigma, sky_counts):
-    """A frame's pedestal from its empty sky's level ``low``: ``low`` less one sigma, or 0.
+def _pedestal(floor, sigma, sky_counts):
+    """A frame's pedestal from its darkest level ``(low, flat)``: ``low`` less one sigma, or 0.
 
-    Frames whose sky lies within the noise of zero (sky-subtracted) have
-    none: 0 for ``-2 sigma <= low <= sigma``. ``sky_counts`` is the Poisson
-    mean of the sky without the pedestal (in data units); the pedestal
-    leaves at least a tenth of it, so the model stays positive.
+    A frame whose darkest light lies below zero beyond the noise (an
+    over-subtracted bias or sky) needs one, or a non-negative image could not
+    fit it. One whose flat sky lies above zero beyond the noise (a sky or bias
+    pedestal) gets one. Sky-subtracted frames (the darkest light within the
+    noise of zero) and fields filled with emission (no flat sky: the finer
+    grid may hold darker sky between the sources than any frame pixel shows)
+    get none. ``sky_counts`` is the Poisson mean of the darkest sky without
+    the pedestal (in data units); the pedestal leaves at least a tenth of
+    it, so the model stays positive.
     """
-    if -2.0 * sigma <= low <= sigma or not sky_counts > 0:
+    low, flat = floor
+    wanted = low < -2.0 * sigma or (flat and low > sigma)
+    if not wanted or not sky_counts > 0:
         return 0.0
     return float(max(low - sigma, low - 0.9 * sky_counts))
 
@@ -530,7 +540,7 @@ def _variance_line(data, var):
 
 
 def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepancy",
-                     sources=None):
+                     sources=None, progress=False):
     """Multi-frame Richardson-Lucy with Biggs-Andrews acceleration.
 
     The image is the light above each frame's pedestal (`_PoissonNoise`).
@@ -568,7 +578,10 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
     inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0)
     x, previous, step, step_before = start, None, None, None
     best, stopped = (np.inf, None, None), "max_iter"
+    bar = progress_bar(total=int(max_iter), desc="Richardson-Lucy", unit="iteration",
+                       enabled=progress)
     for it in range(1, int(max_iter) + 1):
+        bar.update()
         y = _extrapolate(x, previous, step, step_before)
         predicted = op.forward(y)
         chi2, chi2_src = fit.chi2(predicted)
@@ -592,6 +605,7 @@ def _richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrep
             if change < tol:
                 stopped = "converged"
                 break
+    bar.close()
     if stop == "discrepancy" and stopped != "discrepancy":
         x = best[1] if best[1] is not None else x  # the iterate that fitted best
     if stopped != "discrepancy":

@@ -102,14 +102,14 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         the first iterate that reproduces the data within the noise (the
         smallest change to the network's output), or at the
         maximum-likelihood image reached from it (an iteration moves less
-        than `astrosr.fusion.CONVERGED_TOL` of the flux; best for star
+        than `astrosr.fusion.CONVERGED_TOL` of the image's structure; best for star
         fields, see the module notes).
     max_iter : int, optional
         Cap on the consistency iterations: 100 for ``"discrepancy"``, 3000
         for ``"converged"`` by default.
     progress : bool
-        Show a progress bar (with ETA) over the network's tiles
-        (`astrosr.progress.progress_bar`).
+        Show progress bars (with ETA; `astrosr.progress.progress_bar`) over
+        the network's tiles and the consistency iterations.
 
     Returns
     -------
@@ -147,7 +147,8 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale)
         fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, level,
-                                                              scale, psf, stop, max_iter)
+                                                              scale, psf, stop, max_iter,
+                                                              progress)
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
                      f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
@@ -273,7 +274,7 @@ def _choose_psf(psf, ccd, model, scale):
         return GaussianPSF(sigma), "model card's training PSF (no usable stars)"
 
 
-def _observation_consistency(fine, data, var, good, level, scale, psf, stop, max_iter):
+def _observation_consistency(fine, data, var, good, level, scale, psf, stop, max_iter, progress):
     """Richardson-Lucy from the network's output until the data are reproduced."""
     from .forward import ObservationOperator
     from .fusion import _PoissonNoise, _richardson_lucy, _start_image
@@ -284,7 +285,7 @@ def _observation_consistency(fine, data, var, good, level, scale, psf, stop, max
     start = _start_image(op, fine, stack, good[None], noise)
     sources = _sources(data - level, var, good)[None]
     image, info = _richardson_lucy(op, stack, good[None], noise, start, None, max_iter, stop=stop,
-                                   sources=sources)
+                                   sources=sources, progress=progress)
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
                                       squared=True))
     with np.errstate(divide="ignore"):

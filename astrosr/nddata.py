@@ -600,7 +600,7 @@ def _set_bunit(header, unit):
 
 
 def _set_commentary(header, meta):
-    """HISTORY and COMMENT cards of a dict meta, one card per entry (astropy writes the list's repr)."""
+    """HISTORY and COMMENT cards of a dict meta, one per entry (astropy writes the list's repr)."""
     from astropy.io import fits
 
     if isinstance(meta, fits.Header):

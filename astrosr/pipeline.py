@@ -31,11 +31,14 @@ Every step's parameters go into HISTORY.
 import contextlib
 import os
 import time
+import warnings
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .fusion import _like_input, fuse
+from .inference import ensemble_size
 from .misfit import fit_passed
 from .nddata import add_history, as_frames, variance_of
 from .registration import register_stack
@@ -67,6 +70,10 @@ class MultiFrameSR:
         grid (odd, centred); a string other than "estimate" is a FITS file
         holding the PSF. Drizzle and shift-and-add use it only to judge
         outliers; reconstruct and the consistency step need it.
+    psf_options : dict, optional
+        Options of the PSF estimate (``psf=None``), passed to
+        `astrosr.psf.stack_psf`: ``fwhm_guess``, ``snr``, ``max_stars``,
+        ``saturation``.
     reference : int
         Index of the reference frame: the output is on its grid.
     consistency : {"observation", None}
@@ -87,7 +94,8 @@ class MultiFrameSR:
     hdu : int or str, optional
         HDU to read when the frames are FITS paths.
     progress : bool
-        Print each step and its time.
+        Print each step, with progress bars (and ETA) over the frames of the
+        registration, the iterations of the fits and the network's tiles.
 
     Attributes
     ----------
@@ -110,7 +118,8 @@ class MultiFrameSR:
 
     def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
                  reference=0, consistency="observation", pixfrac=1.0, reject="auto",
-                 ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False):
+                 ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
+                 psf_options=None):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if consistency not in CONSISTENCY_MODES:
@@ -122,6 +131,10 @@ class MultiFrameSR:
                                                                        pixfrac, reject)
         self.ensemble, self.tile, self.overlap, self.max_iter = ensemble, tile, overlap, max_iter
         self.hdu, self.progress = hdu, progress
+        self.psf_options = dict(psf_options or {})
+        if self.psf_options and psf not in (None, "estimate"):
+            raise ValueError("psf_options apply to the PSF estimate only: give psf=None (or "
+                             "'estimate') with them, or drop them")
 
     def __repr__(self):
         return (f"MultiFrameSR(scale={self.scale}, fusion={self.fusion!r}, "
@@ -147,23 +160,37 @@ class MultiFrameSR:
             HISTORY of every step; ``CHI2RED`` is the reduced chi-square of
             the frames against the returned image.
         """
+        from .resources import check_memory
+
         self.timings_ = {}
         frames = as_frames(frames, hdu=self.hdu)
         notes = []
+        check_memory(frames[0].shape, n_frames=len(frames), scale=self.scale, method="pipeline",
+                     ensemble=ensemble_size(self.ensemble), tile=self.tile, overlap=self.overlap,
+                     refine=self.refine is not None,
+                     advice="use a smaller scale, fewer frames or a smaller tile")
+        if len(frames) == 1:
+            text = ("1 frame: nothing is stacked; the result is that frame on the finer grid "
+                    "(astrosr.enhance super-resolves a single image)")
+            warnings.warn(text, AstropyUserWarning, stacklevel=2)
+            notes.append(f"WARNING: {text}")
         with self._step("register"):
             if shifts is None:
-                shifts = register_stack(frames, reference=self.reference)
+                shifts = register_stack(frames, reference=self.reference,
+                                        progress=self.progress)
                 notes.append(f"registered {len(frames)} frames with register_stack "
                              f"(reference {self.reference})")
             else:
                 notes.append("shifts given by the caller")
             self.shifts_ = shifts
         with self._step("psf"):
-            self.psf_, psf_note = _choose_psf(self.psf, frames, shifts, self.scale, self.hdu)
+            self.psf_, psf_note = _choose_psf(self.psf, frames, shifts, self.scale, self.hdu,
+                                              self.psf_options)
             notes.append(f"PSF: {psf_note}")
         with self._step("fuse"):
             self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
-                               pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject)
+                               pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject,
+                               progress=self.progress)
             if not fit_passed(self.fused_.meta):
                 notes.append(f"WARNING: the frames do not fit the fusion (reduced chi-square "
                              f"{self.fused_.meta['CHI2RED']:.3f})")
@@ -172,7 +199,7 @@ class MultiFrameSR:
         with self._step("refine"):
             model = _load_model(self.refine)
             refined, spread, note = _refine(self.fused_, frames, model, self.scale, self.tile,
-                                             self.overlap, self.ensemble)
+                                             self.overlap, self.ensemble, self.progress)
             notes.append(note)
         if self.consistency is None:
             out = self.fused_.copy()
@@ -184,10 +211,11 @@ class MultiFrameSR:
         with self._step("consistency"):
             frames = _without_rejected(frames, self.fused_.rejected)
             out = fuse(frames, shifts, scale=self.scale, method="reconstruct", psf=self.psf_,
-                       reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter)
+                       reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter,
+                       progress=self.progress)
             out.rejected = self.fused_.rejected
             out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
-            notes.append("fused: " + " ".join(self.fused_.meta["HISTORY"]))
+            notes.append("fused: " + "".join(self.fused_.meta["HISTORY"]))
             notes.append(f"consistency=observation: Richardson-Lucy from the refined image "
                          f"to chi2_red={out.meta['CHI2RED']:.3f} (stop: {out.meta['RLSTOP']})")
         return self._finish(out, notes, spread)
@@ -219,12 +247,12 @@ class MultiFrameSR:
             self.timings_[name] = time.perf_counter() - start
 
 
-def _choose_psf(psf, frames, shifts, scale, hdu):
+def _choose_psf(psf, frames, shifts, scale, hdu, options):
     """The PSF to use, and a note saying where it came from."""
     from . import psf as psf_models
 
     if psf is None or (isinstance(psf, str) and psf == "estimate"):
-        return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu)
+        return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu, **options)
     how = f"read from {psf}" if isinstance(psf, (str, os.PathLike)) else f"given ({psf!r})"
     return psf_models.as_psf(psf, oversampling=scale), how
 
@@ -239,9 +267,9 @@ def _load_model(refine):
     return model
 
 
-def _refine(fused, frames, model, scale, tile, overlap, ensemble):
+def _refine(fused, frames, model, scale, tile, overlap, ensemble, progress):
     """The network on the fused image (sky level removed and restored); mean, spread, note."""
-    from .inference import _fill, _network, _weights_hash, ensemble_size
+    from .inference import _fill, _network, _weights_hash
     from .models.transform import stack_softening
 
     good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
@@ -251,7 +279,7 @@ def _refine(fused, frames, model, scale, tile, overlap, ensemble):
     softening = stack_softening([f.data for f in frames], scale)
     members = ensemble_size(ensemble)
     mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), members,
-                            softening=softening)
+                            softening=softening, progress=progress)
     note = (f"refined with {model.name} sha256={_weights_hash(model)[:16]} tile={tile} "
             f"overlap={overlap} ensemble={members}-fold")
     return np.where(good, mean + level, 0.0), (spread if members > 1 else None), note

@@ -62,7 +62,7 @@ TF_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 #: import printed; every other line is passed on.
 _STARTUP_NOISE = re.compile(
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|^[IW]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] "  # absl INFO/WARNING lines (I0000 00:00:... file.cc:31])
+    r"|^[IW]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] "  # absl INFO, WARNING: "I0000 00:00:... x.cc:31]"
     r"|cudart_stub\.cc|cpu_feature_guard\.cc|cuda_(?:dnn|fft|blas|platform|driver)\.cc"
     r"|^To enable the following instructions: .* rebuild TensorFlow"
     r"|oneDNN custom operations are on")
@@ -112,14 +112,16 @@ def quiet_tensorflow():
 def _stderr_filtered(noise):
     """Catch what is written to file descriptor 2 (C libraries too); replay lines not ``noise``.
 
-    Python-level writes are flushed first; where fd 2 cannot be redirected
-    (no real stderr, as in some embedded interpreters) nothing is caught.
+    C libraries write to descriptor 2 whatever ``sys.stderr`` is; Python-level
+    writes are flushed first. Where descriptor 2 cannot be duplicated (no
+    stderr at all) nothing is caught.
     """
-    try:
-        fd = sys.stderr.fileno() if sys.stderr is not None else 2
+    fd = 2
+    with contextlib.suppress(Exception):
         sys.stderr.flush()
+    try:
         saved = os.dup(fd)
-    except (AttributeError, OSError, ValueError):
+    except OSError:
         yield
         return
     with tempfile.TemporaryFile(mode="w+b") as caught:

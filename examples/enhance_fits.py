@@ -22,7 +22,8 @@ the other two, which move light between pixels: they deconvolve), and the
 total-flux ratio; each result is written with `astrosr.nddata.write_fits`
 (data, ``UNCERT`` and ``MASK`` extensions).
 
-Needs the ``gan`` extra (TensorFlow, Keras 3). Run from the repository root::
+TensorFlow and Keras 3 come with a plain ``pip install astrosr-gan``. Run
+from the repository root::
 
     python examples/enhance_fits.py          # 256x256 fine pixels: under a minute on 2 cores
     python examples/enhance_fits.py --size 512 --out my_folder --overwrite

@@ -16,7 +16,8 @@ Fifty steps teach a network little: the point is the workflow. For a real
 model see ``examples/train_srresnet_x4.py`` (the recipe of the shipped
 ``srresnet-x4``) and the "Training your own model" page of the documentation.
 
-Needs the ``gan`` extra (TensorFlow, Keras 3). Run with::
+TensorFlow and Keras 3 come with a plain ``pip install astrosr-gan``. Run
+with::
 
     python examples/train_small_model.py
     python examples/train_small_model.py --steps 200 --keep my_models/tiny-x4

@@ -377,6 +377,22 @@ def test_misfit_exits_5_and_writes_nothing_unless_allowed(tmp_path, frame_files,
     assert CCDData.read(out).header["CHI2OK"] is False
 
 
+def test_stack_with_a_wrong_psf_exits_5(tmp_path, frame_files, capsys):
+    folder, stack = frame_files
+    shifts = tmp_path / "shifts.ecsv"
+    stack.shifts.write(shifts)
+    out = tmp_path / "wide.fits"
+    args = ["stack", str(folder / "f*.fits"), "--shifts", str(shifts), "--psf", "gaussian:3.0",
+            "-o", str(out), "--quiet"]
+    assert cli.main(args) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not reproduce the input within its noise" in err
+    assert not out.exists()
+    assert cli.main(args + ["--allow-misfit"]) == 0
+    header = CCDData.read(out).header
+    assert header["CHI2OK"] is False and header["CHI2RED"] > header["CHI2MAX"]
+
+
 def test_passing_fit_is_written_with_its_keys(tmp_path, frame_files, monkeypatch, capsys):
     import astrosr
     from astrosr.misfit import record_fit
@@ -456,7 +472,7 @@ def test_progress_bar_helper_and_the_network_tiles(capsys):
     mean, spread = inference._network(Identity(), image, 8, 2, 2, softening=1.0, progress=True)
     np.testing.assert_allclose(mean, image)
     err = capsys.readouterr().err
-    assert "network" in err and "12/12" in err  # 3 x 2 tiles, 2 members
+    assert "network" in err and "/12 " in err  # 3 x 2 tiles, 2 members
     inference._network(Identity(), image, 8, 2, 2, softening=1.0)
     assert capsys.readouterr().err == ""
 
@@ -478,13 +494,11 @@ def test_tensorflow_start_up_noise_is_filtered_but_real_lines_pass(capfd):
 def test_enhance_prints_no_tensorflow_noise(tmp_path, frame_files):
     pytest.importorskip("keras")
     folder, _ = frame_files
-    small = tmp_path / "small.fits"
-    frame = CCDData.read(folder / "f0.fits")
-    write_fits(frame[:64, :64], small)
     out = tmp_path / "x4.fits"
-    proc = _run("enhance", small, "--no-ensemble", "--consistency", "pixel", "-o", out)
+    proc = _run("enhance", folder / "f0.fits", "--no-ensemble", "--consistency", "pixel", "-o",
+                out)
     assert proc.returncode == 0, proc.stderr
     for noise in ("cuInit", "E0000", "I0000", "absl::InitializeLog", "cudart_stub",
                   "cpu_feature_guard", "retracing", "Warning"):
         assert noise not in proc.stderr, proc.stderr
-    assert proc.stdout.splitlines()[-1].startswith(f"Wrote {out} (256x256)")
+    assert proc.stdout.splitlines()[-1].startswith(f"Wrote {out} (128x128)")

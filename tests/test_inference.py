@@ -182,3 +182,28 @@ def test_self_ensemble_members_and_spread(model, frame):
     assert not spread1.any() and spread2.max() > 0
     eight = model.enhance(frame, consistency=None, ensemble=True)
     assert "ensemble=8-fold" in "".join(eight.meta["HISTORY"])
+
+
+@pytest.mark.parametrize("offset", [-150.0, 400.0])
+def test_a_sky_offset_changes_nothing_but_the_offset(model, frame, offset):
+    """Bias-subtracted (negative) or unsubtracted input: the same fit, values not clipped."""
+    from astrosr.misfit import fit_passed
+
+    base = model.enhance(frame, psf=GaussianPSF(1.2), ensemble=False)
+    shifted = CCDData(frame.data + offset, unit=frame.unit, uncertainty=frame.uncertainty,
+                      wcs=frame.wcs)
+    out = model.enhance(shifted, psf=GaussianPSF(1.2), ensemble=False)
+    assert fit_passed(out.meta) and out.meta["CHI2RED"] <= 1.3
+    # The offset comes back per fine pixel, and the light above it is the same (to 1%).
+    above = np.asarray(out.data, float) - offset / S ** 2
+    np.testing.assert_allclose(above.sum(), np.asarray(base.data, float).sum(), rtol=1e-2)
+    if offset < 0:
+        assert np.mean(out.data < 0) > 0.5  # negative values are kept, not clipped
+
+
+def test_a_wrong_psf_is_a_misfit_with_a_warning(model, frame):
+    from astrosr.misfit import MisfitWarning
+
+    with pytest.warns(MisfitWarning, match="input pixels are not reproduced"):
+        out = model.enhance(frame, psf=GaussianPSF(3.0), ensemble=False)
+    assert out.meta["CHI2OK"] is False and out.meta["CHI2RED"] > out.meta["CHI2MAX"]

@@ -121,15 +121,44 @@ def test_bad_options(kwargs, match):
 
 def test_a_wrong_psf_is_flagged(stack):
     _, frames = stack
-    with pytest.warns(UserWarning, match="the PSF or the shifts are probably wrong"):
+    from astrosr.misfit import MisfitWarning
+
+    with pytest.warns(MisfitWarning, match=r"the PSF \(psf=\) or the shifts are probably wrong"):
         out = astrosr.MultiFrameSR(scale=4, psf=psf.GaussianPSF(2.0), refine=None).run(frames)
-    assert "WARNING: the frames do not fit" in "".join(out.meta["HISTORY"])
+    assert "WARNING: the frames do not fit" in " ".join(" ".join(out.meta["HISTORY"]).split())
+    assert out.meta["CHI2OK"] is False
 
 
 def test_too_few_stars_for_the_psf_asks_for_psf(stack):
     _, frames = stack
-    with pytest.raises(ValueError, match="cannot estimate the PSF from the stack.*pass psf="):
+    with pytest.raises(ValueError, match=r"cannot estimate the PSF from the stack.*"
+                                         r"MultiFrameSR\(psf=.*psf_options=.*--psf-snr"):
         astrosr.MultiFrameSR(scale=4, refine=None).run(frames)
+
+
+def test_psf_options_reach_the_estimate(stack, monkeypatch):
+    from astrosr import psf as psf_models
+
+    _, frames = stack
+    seen = {}
+
+    def fake(frames, shifts, *, scale, hdu=None, **options):
+        seen.update(options)
+        return PSF, "fake"
+
+    monkeypatch.setattr(psf_models, "stack_psf", fake)
+    astrosr.MultiFrameSR(scale=4, refine=None, psf_options={"snr": 7.0, "fwhm_guess": 2.5}
+                         ).run(frames)
+    assert seen == {"snr": 7.0, "fwhm_guess": 2.5}
+    with pytest.raises(ValueError, match="psf_options apply to the PSF estimate only"):
+        astrosr.MultiFrameSR(scale=4, psf=PSF, psf_options={"snr": 7.0})
+
+
+def test_a_single_frame_is_not_stacked_and_says_so(stack):
+    _, frames = stack
+    with pytest.warns(UserWarning, match="1 frame: nothing is stacked"):
+        out = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None).run(frames[:1])
+    assert "nothing is stacked" in "".join(out.meta["HISTORY"])
 
 
 def test_psf_from_a_fits_file(stack, tmp_path):

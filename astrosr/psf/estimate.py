@@ -298,8 +298,9 @@ def _measured_fwhm(sub, mask, snr):
         psf = estimate_psf(frame, snr=min(snr, 5.0))
     except ValueError as exc:
         reason = str(exc).split(": ", 2)[-1].split("; pass the PSF")[0]
-        raise ValueError(f"the stars' FWHM could not be measured on the reference frame "
-                         f"({reason}); give fwhm_guess=") from None
+        raise ValueError("estimate_stack_psf: fewer than 3 isolated stars agree on a FWHM in "
+                         f"the reference frame ({reason}); give fwhm_guess=, or {ADVICE}"
+                         ) from None
     return _observed_fwhm(psf.sigma)
 
 

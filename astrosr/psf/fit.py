@@ -13,7 +13,7 @@ keeps the profile that fits better.
 import numpy as np
 from scipy import optimize, special
 
-from . import GaussianPSF, MoffatPSF, _positive
+from . import GaussianPSF, MoffatPSF
 from .estimate import _observed_fwhm, _sky_subtracted, estimate_psf
 from .stars import ADVICE
 
@@ -37,7 +37,8 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=5.0, max_stars=30, sat
 
     Each point source of the reference frame (the frame with the smallest
     shift; selected by `estimate_psf`: saturated stars, defects, blends and
-    galaxies left out; stamps of half-width 2 FWHM + 1) is cut out of every frame at its shifted position. A profile
+    galaxies left out; stamps of half-width 2 FWHM + 1) is cut out of every
+    frame at its shifted position. A profile
     integrated over the input pixels, with one shape for all and a flux and
     a position (in the reference frame, moved by each frame's shift) per
     star, is fitted by weighted least squares to all stamps (the sky is

@@ -20,12 +20,18 @@ candidate and keeps those a point source explains:
    narrower than any PSF the pixels can show), elongated fits (blends),
    residuals far above the candidates' median (blends, galaxies' structure).
 4. Agreement: the PSF is the narrowest populous width. Galaxies are wider
-   than the PSF, never narrower; stars pile up at one width. The density of
-   log widths (kernel 5%) is scanned from the narrowest: the first peak
-   holding at least 25% of the highest peak's density, and enough stars, is the PSF; the
-   stars within 10% of it are its members, whose median is the estimate.
+   than the PSF, never narrower; stars pile up at one width. From the
+   narrowest source where the density of log widths (kernel: the sources'
+   median width error, 3-15%) reaches a quarter of its highest, a mean
+   shift climbs to the nearest mode; the sources within two kernels (at
+   least 5%) of it are the members, whose median width is the estimate.
+   Enough members are required to make that median good to 5%: ``min_stars``
+   (3) when they agree, more when they scatter.
+   Where compact galaxies outnumber the point sources (a deep field), their
+   width can win and the estimate comes out wide.
 """
 
+import inspect
 import warnings
 
 import numpy as np
@@ -119,9 +125,11 @@ def _candidates(sub, mask, std, saturated, *, fwhm, snr):
     from photutils.utils.exceptions import NoDetectionsWarning
 
     # Sharpness/roundness limits are relaxed: defects and blends are judged by the fit.
+    limits = ({"sharpness_range": (0.0, 3.0), "roundness_range": (-1.5, 1.5)}
+              if "sharpness_range" in inspect.signature(DAOStarFinder).parameters
+              else {"sharplo": 0.0, "sharphi": 3.0, "roundlo": -1.5, "roundhi": 1.5})
     finder = DAOStarFinder(threshold=snr * std, fwhm=fwhm, exclude_border=False,
-                           min_separation=max(fwhm, 1.5), sharpness_range=(0.0, 3.0),
-                           roundness_range=(-1.5, 1.5))
+                           min_separation=max(fwhm, 1.5), **limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoDetectionsWarning)  # reported by the caller
         found = finder(sub, mask=mask)
@@ -217,14 +225,12 @@ def _agreeing(fits, min_stars):
     logs = np.log(s)
     # Kernel: the sources' typical width error (a star field's scatter), at least 3%.
     h = float(np.clip(np.median(fits["error"]), MIN_BANDWIDTH, MAX_BANDWIDTH))
-    kernel = lambda at: np.exp(-0.5 * ((at[:, None] - logs[None, :]) / h) ** 2)  # noqa: E731
-    density = kernel(logs).sum(axis=1)
-    start = np.nonzero(density >= max(min(min_stars, len(s)), START_FRACTION * density.max()))[0]
-    if not len(start):
-        raise ValueError(f"no {min_stars} of the {len(s)} point sources agree on a width")
+    density = _kernel(logs, logs, h).sum(axis=1)
+    start = np.nonzero(density >= max(min(min_stars, len(s)),
+                                      START_FRACTION * density.max()))[0]
     mode = logs[start[np.argmin(logs[start])]]
     for _ in range(100):  # mean shift from the narrowest: climbs to the nearest mode
-        w = kernel(np.array([mode]))[0]
+        w = _kernel(np.array([mode]), logs, h)[0]
         new = float((w * logs).sum() / w.sum())
         if abs(new - mode) < 1e-4 * h:
             break
@@ -240,3 +246,7 @@ def _agreeing(fits, min_stars):
     return {"x": fits["x"][members], "y": fits["y"][members], "sigma": s[members],
             "snr": fits["snr"][members], "sigma_psf": sigma, "scatter": scatter,
             "n_candidates": len(s)}
+
+
+def _kernel(at, logs, h):
+    return np.exp(-0.5 * ((at[:, None] - logs[None, :]) / h) ** 2)
