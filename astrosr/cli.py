@@ -257,6 +257,16 @@ def _chi2_text(meta):
     return "" if value is None else f", chi2_red {value:.3f}"
 
 
+def _psf_options(args, psf):
+    """``--psf-snr`` and ``--fwhm-guess`` as options of the PSF estimate (refused with a given PSF)."""
+    options = {k: v for k, v in (("snr", args.psf_snr), ("fwhm_guess", args.fwhm_guess))
+               if v is not None}
+    if options and psf not in (None, "estimate"):
+        raise ValueError("--psf-snr and --fwhm-guess tune the PSF estimate: drop them, or "
+                         "drop --psf")
+    return options
+
+
 def _stack(args):
     from . import fuse
     from .nddata import as_frames
@@ -264,6 +274,7 @@ def _stack(args):
 
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
+    psf_options = _psf_options(args, psf)
     say = _say(args)
     frames = as_frames(args.frames, hdu=args.hdu)
     _single_frame(args, frames, args.scale)
@@ -274,7 +285,7 @@ def _stack(args):
         shifts = _shifts(args, frames)
         if psf == "estimate" or (psf is None and args.method == "reconstruct"):
             say("[astrosr] estimating the PSF from the stars of the stack...")
-            psf, how = stack_psf(frames, shifts, scale=args.scale)
+            psf, how = stack_psf(frames, shifts, scale=args.scale, **psf_options)
             say(f"[astrosr] PSF: {how}")
         say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
         options = dict(scale=args.scale, method=args.method, pixfrac=args.pixfrac, psf=psf,
@@ -344,7 +355,7 @@ def _pipeline(args):
         shifts = _shifts(args, frames) if args.shifts else None
         sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
                           reference=args.reference, ensemble=args.ensemble, tile=args.tile,
-                          progress=not args.quiet)
+                          progress=not args.quiet, psf_options=_psf_options(args, psf))
         result = sr.run(frames, shifts=shifts)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items())
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
@@ -598,7 +609,10 @@ def _common_stack(p):
     p.add_argument("--psf", default=None,
                    help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
-
+    p.add_argument("--psf-snr", type=float, metavar="SNR",
+                   help="PSF estimate: the least signal-to-noise ratio of a star it uses")
+    p.add_argument("--fwhm-guess", type=float, metavar="PIXELS",
+                   help="PSF estimate: a first guess of the stars' FWHM, input pixels")
     _common_output(p)
 
 

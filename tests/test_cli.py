@@ -502,3 +502,12 @@ def test_enhance_prints_no_tensorflow_noise(tmp_path, frame_files):
                   "cpu_feature_guard", "retracing", "Warning"):
         assert noise not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines()[-1].startswith(f"Wrote {out} (128x128)")
+
+
+def test_psf_estimate_options_are_checked_before_any_work(tmp_path, capsys):
+    from astrosr.cli import main
+
+    code = main(["stack", str(tmp_path / "missing_*.fits"), "--psf", "gaussian:1.2",
+                 "--psf-snr", "10", "-o", str(tmp_path / "out.fits")])
+    assert code == 2
+    assert "--psf-snr and --fwhm-guess tune the PSF estimate" in capsys.readouterr().err
