@@ -29,7 +29,6 @@ run.
 
 import argparse
 import contextlib
-import inspect
 import os
 import shlex
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.units import UnitsError
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .misfit import MisfitWarning, fit_passed
 
@@ -161,10 +161,11 @@ _MEMORY_ADVICE = "use a smaller --scale, fewer frames or a smaller --tile (or a 
 
 
 @contextlib.contextmanager
-def _misfits_caught():
+def _misfits_caught(args):
     """Collect the library's MisfitWarning texts (the command reports them its own way).
 
-    Other warnings are shown as usual, when they happen.
+    Other `AstropyUserWarning` (e.g. astrosr's "1 frame: nothing is stacked")
+    are shown as one line each; other warnings as usual, when they happen.
     """
     caught = []
     with warnings.catch_warnings():
@@ -174,6 +175,8 @@ def _misfits_caught():
         def showwarning(message, category, filename, lineno, file=None, line=None):
             if issubclass(category, MisfitWarning):
                 caught.append(str(message))
+            elif issubclass(category, AstropyUserWarning):
+                _warn(args, str(message))
             else:
                 show(message, category, filename, lineno, file, line)
 
@@ -231,12 +234,6 @@ def _card_value(value):
         return None
 
 
-def _with_progress(func, options, enabled):
-    """``options`` plus ``progress=enabled`` when ``func`` takes it."""
-    if "progress" in inspect.signature(func).parameters:
-        options["progress"] = enabled
-    return options
-
 
 def _shifts(args, frames):
     from astropy.table import Table
@@ -279,7 +276,7 @@ def _stack(args):
     frames = as_frames(args.frames, hdu=args.hdu)
     _single_frame(args, frames, args.scale)
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method=args.method)
-    with _misfits_caught() as caught:
+    with _misfits_caught(args) as caught:
         if not args.shifts:
             say(f"[astrosr] registering {len(frames)} frames...")
         shifts = _shifts(args, frames)
@@ -290,7 +287,7 @@ def _stack(args):
         say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
         options = dict(scale=args.scale, method=args.method, pixfrac=args.pixfrac, psf=psf,
                        reject=REJECT[args.reject])
-        result = fuse(frames, shifts, **_with_progress(fuse, options, not args.quiet))
+        result = fuse(frames, shifts, progress=not args.quiet, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}, {args.method}{_chi2_text(result.meta)})")
 
@@ -324,10 +321,10 @@ def _enhance(args):
     consistency = None if args.consistency == "none" else args.consistency
     _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
     _quiet_tensorflow()
-    with _misfits_caught() as caught:
+    with _misfits_caught(args) as caught:
         options = dict(model=args.model, psf=psf, consistency=consistency, tile=args.tile,
                        ensemble=args.ensemble, stop=args.stop)
-        result = enhance(ccd, **_with_progress(enhance, options, not args.quiet))
+        result = enhance(ccd, progress=not args.quiet, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}){_chi2_text(result.meta)}")
 
@@ -344,14 +341,13 @@ def _pipeline(args):
 
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
-    frames = as_frames(args.frames, hdu=args.hdu)
-    _single_frame(args, frames, args.scale)
+    frames = as_frames(args.frames, hdu=args.hdu)  # one frame: MultiFrameSR warns
     refine = None if args.refine == "none" else args.refine
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method="pipeline",
                   ensemble=args.ensemble, tile=args.tile, refine=refine is not None)
     if refine is not None:
         _quiet_tensorflow()
-    with _misfits_caught() as caught:
+    with _misfits_caught(args) as caught:
         shifts = _shifts(args, frames) if args.shifts else None
         sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
                           reference=args.reference, ensemble=args.ensemble, tile=args.tile,
@@ -391,6 +387,7 @@ def _evaluate(args):
 
 def _register(args):
     from . import register_stack
+    from .files import replacing
 
     out = _check_output(args.output, args.overwrite) if args.output else None
     table = register_stack(args.frames, reference=args.reference, hdu=args.hdu,
@@ -400,13 +397,8 @@ def _register(args):
     if out is None:
         table.pprint_all()
         return 0
-    # Written under a temporary name and renamed: a failure leaves no partial file.
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    try:
-        table.write(tmp, format=_table_format(out))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(out, overwrite=args.overwrite) as tmp:  # no partial file on failure
+        table.write(tmp, format=_table_format(out), overwrite=True)
     return 0
 
 

@@ -559,31 +559,19 @@ def write_fits(ccd, path, *, overwrite=False):
     FileNotFoundError
         If the folder of ``path`` does not exist.
     """
-    import tempfile
-
     from astropy.io import fits
 
+    from .files import replacing
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder {path.parent} does not exist")
     hdul = ccd.to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
     _set_bunit(hdul[0].header, ccd.unit)
     _set_commentary(hdul[0].header, ccd.meta)
     weight = getattr(ccd, "weight", None)
     if weight is not None:
         hdul.append(fits.ImageHDU(np.asarray(weight, dtype=np.float32), name="WHT"))
-    fd, tmp = tempfile.mkstemp(suffix=".fits", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True)
-        # mkstemp makes the file 0600; an output is the user's, as open() would make it.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -613,20 +601,6 @@ def _set_commentary(header, meta):
         for entry in entries:
             for card in _history_cards(entry):
                 header.add_history(card) if key == "HISTORY" else header.add_comment(card)
-
-
-def _umask():
-    """The process's umask, read without changing it where the system allows."""
-    try:
-        with open("/proc/self/status") as status:  # Linux 4.7+
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore at once (os.umask is the only query)
-    os.umask(mask)
-    return mask
 
 
 def read_fits(path, *, hdu=None, unit=None):

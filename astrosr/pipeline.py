@@ -42,6 +42,7 @@ from .inference import ensemble_size
 from .misfit import fit_passed
 from .nddata import add_history, as_frames, variance_of
 from .registration import register_stack
+from .resources import check_memory
 
 __all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 
@@ -160,8 +161,6 @@ class MultiFrameSR:
             HISTORY of every step; ``CHI2RED`` is the reduced chi-square of
             the frames against the returned image.
         """
-        from .resources import check_memory
-
         self.timings_ = {}
         frames = as_frames(frames, hdu=self.hdu)
         notes = []

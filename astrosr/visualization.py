@@ -14,7 +14,6 @@ pyplot state is touched and no backend is selected for the user.
 """
 
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -628,27 +627,9 @@ def _check_path(path, *, overwrite):
 
 
 def _save(fig, path, *, overwrite):
-    """Write to a temporary file beside ``path``, then rename: no partial file on failure."""
-    path = os.fspath(path)
-    fmt = os.path.splitext(path)[1][1:].lower() or "png"
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".astrosr-", suffix=f".{fmt}")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            fig.savefig(stream, format=fmt, dpi=_DPI)
-        # mkstemp makes the file 0600; the figure gets the mode any new file would (umask).
-        os.chmod(tmp, 0o666 & ~_umask())
-        # Checked again: the file may have appeared while the figure was drawn.
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write through `astrosr.files.replacing`: no partial file on failure, the user's mode."""
+    from .files import replacing
 
-
-def _umask():
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    fmt = os.path.splitext(os.fspath(path))[1][1:].lower() or "png"
+    with replacing(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=_DPI)

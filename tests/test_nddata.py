@@ -122,10 +122,12 @@ def test_add_history_to_header_and_dict():
 def test_written_file_follows_the_umask(tmp_path, umask, mode):
     import os
 
+    from astrosr import files
+
     old = os.umask(umask)
     try:
         path = nddata.write_fits(CCDData(np.ones((4, 4)), unit="adu"), tmp_path / "out.fits")
-        assert nddata._umask() == umask
+        assert files._umask() == umask
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == mode
