@@ -22,7 +22,8 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 __all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance",
-           "write_fits", "read_fits", "rescale_wcs", "shift_wcs", "add_history"]
+           "write_fits", "read_fits", "rescale_wcs", "shift_wcs", "add_history",
+           "saturated_pixels"]
 
 
 def as_frames(frames, *, hdu=None, unit=None):
@@ -387,14 +388,17 @@ def variance_of(ccd):
 def frame_arrays(ccd):
     """Return ``(data, variance, good)`` float arrays of one frame.
 
-    ``good`` is False where the mask is set or the data or variance are not
-    finite; there ``data`` is 0 so it can go through FFTs. ``variance`` is
-    None when the frame has no uncertainty.
+    The one definition of a good pixel: ``good`` is False where the mask is
+    set, the data or variance are not finite, or the pixel is saturated or
+    beside a saturated one (`saturated_pixels`; saturated stars are masked,
+    not fitted). There ``data`` is 0 so it can go through FFTs.
+    ``variance`` is None when the frame has no uncertainty.
     """
     data = np.array(ccd.data, dtype=float)
     good = np.isfinite(data)
     if ccd.mask is not None:
         good &= ~np.broadcast_to(np.asarray(ccd.mask, dtype=bool), data.shape)
+    good &= ~saturated_pixels(np.where(good, data, np.nan), getattr(ccd, "meta", None), grow=1)
     var = variance_of(ccd)
     if var is not None:
         var = np.array(var, dtype=float)
@@ -402,6 +406,66 @@ def frame_arrays(ccd):
         var[~good] = np.inf
     data[~good] = 0.0
     return data, var, good
+
+
+#: Header keywords read as the saturation level (data units), in this order.
+#: Not DATAMAX: many files give their actual maximum there, and masking near
+#: it would mask the brightest star of every such image.
+SATURATION_KEYS = ("SATURATE", "SATLEVEL", "SATURATION")
+#: Fraction of the saturation level above which a pixel counts as saturated.
+SATURATION_FRACTION = 0.9
+#: The image's maximum is a clipping level when at least this many pixels share it...
+_MIN_CLIPPED = 3
+#: ... but at most this fraction of the pixels (a constant image is not saturated).
+_MAX_CLIPPED_FRACTION = 0.01
+
+
+def saturated_pixels(data, meta=None, level=None, *, grow=0):
+    """Boolean map of the saturated pixels of an image.
+
+    A pixel is saturated at or above 90% of the saturation level: ``level``,
+    else the header's ``SATURATE``, ``SATLEVEL`` or ``SATURATION``. Without
+    a level, the pixels at the image's maximum are saturated when several
+    share it (at least 3, at most 1% of the pixels): the camera or the
+    reduction clipped them. NaN pixels are never saturated.
+
+    Parameters
+    ----------
+    data : array_like
+    meta : dict or `~astropy.io.fits.Header`, optional
+    level : float, optional
+        The saturation level, in the data's units.
+    grow : int
+        Also flag the pixels within this many pixels of a saturated one
+        (bleeding, the non-linear wings of a clipped core).
+    """
+    data = np.asarray(data, dtype=float)
+    saturated = np.zeros(data.shape, dtype=bool)
+    level = _header_level(meta or {}) if level is None else float(level)
+    finite = np.isfinite(data)
+    if level is not None:
+        saturated[finite] = data[finite] >= SATURATION_FRACTION * level
+    elif finite.any():
+        clipped = finite & (data == np.max(data[finite]))
+        if _MIN_CLIPPED <= np.count_nonzero(clipped) <= _MAX_CLIPPED_FRACTION * finite.sum():
+            saturated = clipped
+    if grow and saturated.any():
+        from scipy import ndimage
+
+        saturated = ndimage.binary_dilation(saturated, iterations=int(grow))
+    return saturated
+
+
+def _header_level(meta):
+    for key in SATURATION_KEYS:
+        if key in meta:
+            try:
+                value = float(meta[key])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value) and value > 0:
+                return value
+    return None
 
 
 def white_noise_variance(data, good):

@@ -132,3 +132,51 @@ def test_discrepancy_that_cannot_be_reached_stops_and_says_so(bright_stack):
         short = astrosr.fuse(stack.frames, stack.shifts, scale=S, method="reconstruct",
                              psf=GaussianPSF(3.0), reject=False, stop="discrepancy", max_iter=10)
     assert rec.meta["CHI2RED"] <= short.meta["CHI2RED"]
+
+
+def _clipped(frames, level, keyword):
+    """Frames clipped at ``level`` (a saturated camera), with or without SATURATE."""
+    out = []
+    for f in frames:
+        g = CCDData(np.minimum(f.data, level), unit=f.unit, uncertainty=f.uncertainty,
+                    meta={"SATURATE": level} if keyword else {})
+        out.append(g)
+    return out
+
+
+def test_saturated_stars_are_masked_not_fitted(bright_stack):
+    stack = bright_stack
+    level = float(np.percentile(np.concatenate([f.data.ravel() for f in stack.frames]), 99.0))
+    frames = _clipped(stack.frames, level, keyword=True)
+    n_clipped = sum(int(np.sum(f.data >= level)) for f in frames)
+    assert n_clipped > 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MisfitWarning)
+        rec = astrosr.fuse(frames, stack.shifts, scale=S, method="reconstruct", psf=PSF,
+                           reject=False)
+    assert fit_passed(rec.meta)
+    # The same clipped pixels, hidden from the saturation test (no keyword, and not all equal
+    # to the maximum): fitted as if they were unsaturated, the frames cannot be reproduced.
+    hidden = _clipped(stack.frames, level, keyword=False)
+    for i, f in enumerate(hidden):
+        at = f.data >= level
+        f.data = np.where(at, level - 1e-3 * np.arange(at.size).reshape(at.shape), f.data)
+    with pytest.warns(MisfitWarning):
+        bad = astrosr.fuse(hidden, stack.shifts, scale=S, method="reconstruct", psf=PSF,
+                           reject=False)
+    assert bad.meta["CHI2RED"] > rec.meta["CHI2RED"]
+
+
+def test_clipped_frames_without_a_keyword_are_found(bright_stack):
+    """Pixels sharing the image's maximum were clipped: masked, with their neighbours."""
+    from astrosr.nddata import frame_arrays
+
+    frame = bright_stack.frames[0]
+    level = float(np.percentile(frame.data, 99.8))
+    (clipped,) = _clipped([frame], level, keyword=False)
+    _, _, good = frame_arrays(clipped)
+    at = clipped.data >= level
+    assert not good[at].any()
+    assert (~good).sum() > at.sum()  # and the pixels beside them
+    _, _, good_raw = frame_arrays(frame)
+    assert good_raw.all()

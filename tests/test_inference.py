@@ -207,3 +207,13 @@ def test_a_wrong_psf_is_a_misfit_with_a_warning(model, frame):
     with pytest.warns(MisfitWarning, match="input pixels are not reproduced"):
         out = model.enhance(frame, psf=GaussianPSF(3.0), ensemble=False)
     assert out.meta["CHI2OK"] is False and out.meta["CHI2RED"] > out.meta["CHI2MAX"]
+
+
+def test_saturated_stars_are_masked_in_the_output(model, frame):
+    level = float(np.percentile(frame.data, 99.5))
+    clipped = CCDData(np.minimum(frame.data, level), unit=frame.unit,
+                      uncertainty=frame.uncertainty, meta={"SATURATE": level})
+    out = model.enhance(clipped, psf=GaussianPSF(1.2), ensemble=False)
+    at = np.repeat(np.repeat(clipped.data >= 0.9 * level, S, 0), S, 1)
+    assert at.any() and np.all(out.mask[at])
+    assert out.meta["CHI2OK"] is True

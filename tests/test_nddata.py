@@ -209,3 +209,19 @@ def test_reading_frames_does_not_report_astropys_header_fixes(tmp_path):
         frames = nddata.as_frames([path, path])
     assert not [w for w in caught if issubclass(w.category, FITSFixedWarning)]
     assert frames[0].wcs is not None and frames[0].unit == u.adu
+
+
+def test_saturated_pixels_from_the_header_or_clipping_but_not_datamax():
+    data = np.arange(100.0).reshape(10, 10)
+    assert nddata.saturated_pixels(data, {"SATURATE": 90.0}).sum() == 100 - 81
+    assert nddata.saturated_pixels(data, {"SATURATE": 90.0}, level=1000.0).sum() == 0
+    # DATAMAX is often the actual maximum: not a saturation level.
+    assert not nddata.saturated_pixels(data, {"DATAMAX": 99.0}).any()
+    clipped = np.minimum(np.arange(1600.0).reshape(40, 40), 1597.0)  # 3 share the maximum
+    assert nddata.saturated_pixels(clipped).sum() == 3
+    assert nddata.saturated_pixels(clipped, grow=1).sum() > 3
+    assert not nddata.saturated_pixels(np.ones((10, 10))).any()  # a constant image
+    with_nan = clipped.copy()
+    with_nan[0, 0] = np.nan  # NaN pixels are not saturated, and do not hide the clipping
+    assert not nddata.saturated_pixels(with_nan)[0, 0]
+    assert nddata.saturated_pixels(with_nan).sum() == 3

@@ -14,7 +14,8 @@ import numpy as np
 from scipy import fft, ndimage
 
 from . import ArrayPSF, GaussianPSF, _check_scale, _fourier_shifted, _positive
-from .stars import ADVICE, column as _column, psf_stars, saturated_pixels
+from ..nddata import saturated_pixels
+from .stars import ADVICE, column as _column, psf_stars
 
 __all__ = ["estimate_psf", "estimate_stack_psf"]
 
@@ -25,7 +26,7 @@ def estimate_psf(ccd, *, fwhm_guess=None, snr=5.0, max_stars=200, min_stars=3,
 
     The stars are selected as `astrosr.psf.stars` describes: candidates
     above ``snr`` sky sigma, saturated stars (flat tops, the header's
-    ``SATURATE``/``DATAMAX`` or ``saturation=``), defects narrower than any
+    ``SATURATE``/``SATLEVEL`` or ``saturation=``), defects narrower than any
     PSF, blends and galaxies rejected, and the narrowest width that many
     sources share taken as the PSF's. Each is fitted with an elliptical
     Gaussian integrated over the pixels, so the result is the PSF before
@@ -66,7 +67,7 @@ def estimate_psf(ccd, *, fwhm_guess=None, snr=5.0, max_stars=200, min_stars=3,
     snr, max_stars, min_stars = _check_selection(snr, max_stars, min_stars)
     ccd = ccd if hasattr(ccd, "data") else _Plain(ccd)
     sub, mask, std = _sky_subtracted(ccd)
-    saturated = _dilated(saturated_pixels(ccd.data, getattr(ccd, "meta", None), saturation))
+    saturated = _saturated(ccd, saturation)
     guess = 3.0 if fwhm_guess is None else _positive(fwhm_guess, "fwhm_guess")
     try:
         stars = psf_stars(sub, mask, std, saturated, fwhm=guess, snr=snr, max_stars=max_stars,
@@ -105,11 +106,6 @@ def _check_selection(snr, max_stars, min_stars):
 def _observed_fwhm(sigma):
     """FWHM a star finder sees: the PSF's width with the pixel's 1/12 variance added."""
     return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(sigma ** 2 + 1.0 / 12.0))
-
-
-def _dilated(saturated):
-    """Saturated pixels and their neighbours (bleeding, the wings of a clipped core)."""
-    return ndimage.binary_dilation(saturated, iterations=1) if saturated.any() else saturated
 
 
 # --------------------------------------------------------------------------- PSF from a stack
@@ -189,7 +185,7 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
         The brightest isolated stars used (each gives one stamp per frame).
     saturation : float, optional
         Saturation level in data units (default: the header's ``SATURATE``,
-        ``SATLEVEL``, ``SATURATION`` or ``DATAMAX``, else the maximum when
+        ``SATLEVEL`` or ``SATURATION``, else the maximum when
         several pixels share it).
     size : int, optional
         Odd side of the returned kernel in fine pixels (the stamps are made
@@ -287,8 +283,8 @@ def _sky_subtracted(ccd):
 
 
 def _saturated(ccd, level=None):
-    """Saturated pixels of a frame and their neighbours (see `astrosr.psf.stars`)."""
-    return _dilated(saturated_pixels(ccd.data, getattr(ccd, "meta", None), level))
+    """Saturated pixels of a frame and their neighbours (`astrosr.nddata.saturated_pixels`)."""
+    return saturated_pixels(ccd.data, getattr(ccd, "meta", None), level, grow=1)
 
 
 def _measured_fwhm(sub, mask, snr):

@@ -9,10 +9,8 @@ candidate and keeps those a point source explains:
 1. Candidates: `photutils.detection.DAOStarFinder` peaks above ``snr`` times
    the sky noise, ranked by that SNR.
 2. Rejected outright: stamps cut by the edge or holding masked pixels;
-   saturated stars (a pixel at or above 90% of the saturation level, from
-   ``saturation=`` or the header's ``SATURATE``/``SATLEVEL``/``DATAMAX``, or
-   the image's maximum when several pixels share it, i.e. were clipped; or a
-   flat top: pixels of the core tied at its maximum); a brighter-than-half
+   saturated stars (`astrosr.nddata.saturated_pixels`, with ``saturation=``
+   as the level; or a flat top: pixels of the core tied at its maximum); a brighter-than-half
    neighbour within the fit box.
 3. Each survivor is fitted with an elliptical Gaussian integrated over the
    pixels, plus a constant, in a box of half-width 1.5 FWHM (at least 2
@@ -40,10 +38,6 @@ from scipy.spatial import cKDTree
 
 __all__ = []
 
-#: Header keywords read as the saturation level (data units), in this order.
-SATURATION_KEYS = ("SATURATE", "SATLEVEL", "SATURATION", "DATAMAX")
-#: Fraction of the saturation level above which a pixel counts as saturated.
-SATURATION_FRACTION = 0.9
 #: Least intrinsic Gaussian sigma (input pixels) of a real star: below it, a defect.
 MIN_SIGMA = 0.12
 #: Largest ellipticity ``|sx - sy| / (sx + sy)`` of an accepted fit.
@@ -64,33 +58,6 @@ ADVICE = ("pass the PSF instead (Python: MultiFrameSR(psf=...), enhance(psf=...)
           "astrosr.psf.GaussianPSF(1.2); command line: --psf gaussian:SIGMA or --psf FILE), or "
           "tune the star selection (Python: psf_options={'snr': 10, 'fwhm_guess': 2.5} or "
           "estimate_psf(..., snr=, fwhm_guess=); command line: --psf-snr, --fwhm-guess)")
-
-
-def saturated_pixels(data, meta=None, level=None):
-    """Boolean map of saturated pixels of ``data`` (see the module notes)."""
-    data = np.asarray(data, dtype=float)
-    if level is None:
-        level = _header_level(meta or {})
-    with np.errstate(invalid="ignore"):
-        if level is not None:
-            return data >= SATURATION_FRACTION * float(level)
-        top = np.nanmax(data) if np.isfinite(data).any() else np.nan
-        clipped = data == top
-        if np.count_nonzero(clipped) >= 3:  # many pixels at the very maximum: clipped
-            return clipped
-    return np.zeros(data.shape, dtype=bool)
-
-
-def _header_level(meta):
-    for key in SATURATION_KEYS:
-        if key in meta:
-            try:
-                value = float(meta[key])
-            except (TypeError, ValueError):
-                continue
-            if np.isfinite(value) and value > 0:
-                return value
-    return None
 
 
 def column(table, *names):
