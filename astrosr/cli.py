@@ -315,6 +315,7 @@ def _enhance(args):
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
     psf = None if psf == "estimate" else psf  # enhance fits the image's stars by default
+    psf_options = _psf_options(args, psf)
     (ccd,) = as_frames([args.image], hdu=args.hdu)
     _check_memory([ccd], scale=_model_scale(args.model), method="enhance",
                   ensemble=args.ensemble, tile=args.tile, overlap=DEFAULT_OVERLAP)
@@ -323,7 +324,7 @@ def _enhance(args):
     _quiet_tensorflow()
     with _misfits_caught(args) as caught:
         options = dict(model=args.model, psf=psf, consistency=consistency, tile=args.tile,
-                       ensemble=args.ensemble, stop=args.stop)
+                       ensemble=args.ensemble, stop=args.stop, psf_options=psf_options)
         result = enhance(ccd, progress=not args.quiet, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}){_chi2_text(result.meta)}")
@@ -601,11 +602,15 @@ def _common_stack(p):
     p.add_argument("--psf", default=None,
                    help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
+    _psf_estimate_options(p)
+    _common_output(p)
+
+
+def _psf_estimate_options(p):
     p.add_argument("--psf-snr", type=float, metavar="SNR",
                    help="PSF estimate: the least signal-to-noise ratio of a star it uses")
     p.add_argument("--fwhm-guess", type=float, metavar="PIXELS",
                    help="PSF estimate: a first guess of the stars' FWHM, input pixels")
-    _common_output(p)
 
 
 def _fusion_option(p, flag):
@@ -638,6 +643,7 @@ def _enhance_parser(sub):
                                                            "stem (default srresnet-x4)")
     en.add_argument("--psf", default=None, help="as for 'stack'; default: fitted to the stars "
                                                 "of the image, else the model card's")
+    _psf_estimate_options(en)
     en.add_argument("--consistency", choices=["observation", "pixel", "none"],
                     default="observation", help="how the output is held to the input "
                                                 "(default observation)")

@@ -40,10 +40,13 @@ with one degree of freedom per pixel, with all 8 a steadier one), documented
 in HISTORY.
 """
 
+import warnings
+
 import numpy as np
 from astropy import units as u
 from astropy.nddata import CCDData, NDData, VarianceUncertainty
 from astropy.stats import sigma_clipped_stats
+from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
 from .fusion import _estimated_variance
@@ -73,7 +76,7 @@ _MISFIT_HINT = ("the PSF (psf=, --psf) or the noise (the image's uncertainty) is
 
 def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
             consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
-            max_iter=None, progress=False):
+            max_iter=None, progress=False, psf_options=None):
     """Super-resolve one image with a network, held to the data.
 
     Parameters
@@ -88,7 +91,12 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     psf : `~astrosr.psf.PSF` or array, optional
         PSF for ``consistency="observation"`` (an array is sampled on the
         output grid). Default: a Gaussian fitted to the stars of the image
-        (`astrosr.psf.estimate_psf`), else the model card's training PSF.
+        (`astrosr.psf.estimate_psf`), else the model card's training PSF,
+        with a warning.
+    psf_options : dict, optional
+        Options of that estimate (``psf=None``), passed to
+        `astrosr.psf.estimate_psf`: ``fwhm_guess``, ``snr``, ``max_stars``,
+        ``min_stars``, ``saturation``.
     tile, overlap : int
         Tile side and the margin added on each side (input pixels).
     consistency : {"observation", "pixel", None}
@@ -145,7 +153,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
              f"tile={tile} overlap={overlap} ensemble={members}-fold"]
     keys = {}
     if consistency == "observation":
-        psf, psf_source = _choose_psf(psf, ccd, model, scale)
+        psf, psf_source = _choose_psf(psf, ccd, model, scale, psf_options or {})
         fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, level,
                                                               scale, psf, stop, max_iter,
                                                               progress)
@@ -261,16 +269,22 @@ def _weights_hash(model):
 # --------------------------------------------------------------------------- consistency
 
 
-def _choose_psf(psf, ccd, model, scale):
+def _choose_psf(psf, ccd, model, scale, options):
     if psf is not None:
+        if options:
+            raise ValueError("psf_options apply to the PSF estimate only: give psf=None with "
+                             "them, or drop them")
         return as_psf(psf, oversampling=scale), "given"
     from .psf import estimate_psf
 
     try:
-        return estimate_psf(ccd), "fitted to stars in the image"
-    except ValueError:
+        return estimate_psf(ccd, **options), "fitted to stars in the image"
+    except ValueError as exc:
         sigma = (model.card.get("training") or {}).get("psf_sigma")
         sigma = 1.0 if sigma is None else float(sigma)
+        warnings.warn(f"{exc}; using the model card's training PSF, a Gaussian of sigma "
+                      f"{sigma:g} input pixels, which may not be the image's",
+                      AstropyUserWarning, stacklevel=4)
         return GaussianPSF(sigma), "model card's training PSF (no usable stars)"
 
 

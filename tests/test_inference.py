@@ -217,3 +217,21 @@ def test_saturated_stars_are_masked_in_the_output(model, frame):
     at = np.repeat(np.repeat(clipped.data >= 0.9 * level, S, 0), S, 1)
     assert at.any() and np.all(out.mask[at])
     assert out.meta["CHI2OK"] is True
+
+
+def test_psf_options_reach_the_estimate_and_a_fallback_warns(model, frame, monkeypatch):
+    from astrosr import psf as psf_models
+
+    seen = {}
+
+    def fake(ccd, **options):
+        seen.update(options)
+        raise ValueError("estimate_psf: no PSF from the stars of the image")
+
+    monkeypatch.setattr(psf_models, "estimate_psf", fake)
+    with pytest.warns(UserWarning, match="no PSF from the stars.*model card's training PSF"):
+        out = model.enhance(frame, ensemble=False, psf_options={"snr": 8.0})
+    assert seen == {"snr": 8.0}
+    assert "model card's training PSF" in "".join(out.meta["HISTORY"])
+    with pytest.raises(ValueError, match="psf_options apply to the PSF estimate only"):
+        model.enhance(frame, psf=GaussianPSF(1.2), psf_options={"snr": 8.0})

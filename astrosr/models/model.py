@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference import DEFAULT_ENSEMBLE, DEFAULT_OVERLAP, DEFAULT_TILE
 from .baselines import build_srcnn, build_vdsr
 from .srgan import build_generator, fast_generator
 from .transform import forward, inverse, noise_sigma
@@ -158,18 +157,16 @@ class SRModel:
         y = keras.ops.convert_to_numpy(self._inference(forward(a, s)[None, :, :, None]))
         return inverse(y[0, :, :, 0], s) / np.float32(self.scale ** 2)
 
-    def enhance(self, ccd, *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
-                consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
-                max_iter=None):
+    def enhance(self, ccd, **options):
         """Super-resolve an image with this model, held to the data.
 
-        See `astrosr.enhance` for the parameters and what each consistency
-        mode guarantees.
+        The same as ``astrosr.enhance(ccd, model=self, **options)``: see
+        `astrosr.enhance` for the options (keyword-only) and what each
+        consistency mode guarantees.
         """
         from ..inference import enhance
 
-        return enhance(ccd, self, psf=psf, tile=tile, overlap=overlap, consistency=consistency,
-                       ensemble=ensemble, stop=stop, max_iter=max_iter)
+        return enhance(ccd, self, **options)
 
     # ------------------------------------------------------------------ files
 
