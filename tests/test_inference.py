@@ -235,3 +235,18 @@ def test_psf_options_reach_the_estimate_and_a_fallback_warns(model, frame, monke
     assert "model card's training PSF" in "".join(out.meta["HISTORY"])
     with pytest.raises(ValueError, match="psf_options apply to the PSF estimate only"):
         model.enhance(frame, psf=GaussianPSF(1.2), psf_options={"snr": 8.0})
+
+
+def test_a_real_image_that_is_not_reproduced_is_a_misfit(shared_data):
+    """The Spitzer mosaic (held out) with the IRAC PSF: its stars' peaks are not reproduced
+    within the sky noise, and enhance says so rather than returning it as consistent."""
+    from astrosr.misfit import MisfitWarning
+    from astrosr.nddata import as_frames
+    from astrosr.psf import read_psf
+
+    (ccd,) = as_frames([shared_data / "spitzer_example_image.fits"])
+    cut = ccd[100:196, 300:396]
+    psf = read_psf(shared_data / "irac_ch1_flight.fits", scale=S)
+    with pytest.warns(MisfitWarning, match="input pixels are not reproduced"):
+        out = astrosr.enhance(cut, psf=psf, ensemble=1)
+    assert out.meta["CHI2OK"] is False and out.meta["CHI2RED"] > 10
