@@ -235,14 +235,46 @@ def _card_value(value):
 
 
 
-def _shifts(args, frames):
-    from astropy.table import Table
+def _given_geometry(args):
+    """``--geometry`` (or its older name ``--shifts``): a table path, ``"wcs"``, or None."""
+    if args.geometry and args.shifts:
+        raise ValueError("give --geometry or --shifts, not both (--shifts is its older name)")
+    return args.geometry or args.shifts
+
+
+def _geometry(args, frames):
+    """The frames' geometry: ``wcs``, a table read from file, or registered now."""
+    from astropy.table import QTable
 
     from . import register_stack
 
-    if args.shifts:
-        return Table.read(args.shifts)
+    given = _given_geometry(args)
+    if given == "wcs":
+        return "wcs"
+    if given:
+        return QTable.read(given)
     return register_stack(frames, reference=args.reference, progress=not args.quiet)
+
+
+def _output_grid(args):
+    """``--output-wcs FILE``: ``output_wcs`` and ``shape_out`` from a FITS header or image."""
+    if not args.output_wcs:
+        return {}
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with fits.open(args.output_wcs) as hdul:
+        for hdu in hdul:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                wcs = WCS(hdu.header, fobj=hdul)
+            shape = (hdu.header.get("NAXIS2"), hdu.header.get("NAXIS1"))
+            if wcs.has_celestial and None not in shape and min(shape) > 0:
+                return {"output_wcs": wcs.celestial, "shape_out": shape}
+    raise ValueError(f"--output-wcs {args.output_wcs}: no HDU with a celestial WCS and "
+                     "NAXIS1, NAXIS2")
 
 
 #: ``--reject`` to `astrosr.fuse`'s ``reject``.
@@ -266,27 +298,27 @@ def _psf_options(args, psf):
 
 def _stack(args):
     from . import fuse
-    from .nddata import as_frames
     from .psf import stack_psf
+    from .stack import FrameStack
 
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
     psf_options = _psf_options(args, psf)
     say = _say(args)
-    frames = as_frames(args.frames, hdu=args.hdu)
+    frames = FrameStack(args.frames, hdu=args.hdu)
     _single_frame(args, frames, args.scale)
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method=args.method)
     with _misfits_caught(args) as caught:
-        if not args.shifts:
+        if not _given_geometry(args):
             say(f"[astrosr] registering {len(frames)} frames...")
-        shifts = _shifts(args, frames)
+        shifts = _geometry(args, frames)
         if psf == "estimate" or (psf is None and args.method == "reconstruct"):
             say("[astrosr] estimating the PSF from the stars of the stack...")
             psf, how = stack_psf(frames, shifts, scale=args.scale, **psf_options)
             say(f"[astrosr] PSF: {how}")
         say(f"[astrosr] fusing ({args.method}, scale {args.scale})...")
         options = dict(scale=args.scale, method=args.method, pixfrac=args.pixfrac, psf=psf,
-                       reject=REJECT[args.reject])
+                       reject=REJECT[args.reject], **_output_grid(args))
         result = fuse(frames, shifts, progress=not args.quiet, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}, {args.method}{_chi2_text(result.meta)})")
@@ -337,23 +369,24 @@ def _quiet_tensorflow():
 
 
 def _pipeline(args):
-    from .nddata import as_frames
     from .pipeline import MultiFrameSR
+    from .stack import FrameStack
 
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
-    frames = as_frames(args.frames, hdu=args.hdu)  # one frame: MultiFrameSR warns
+    frames = FrameStack(args.frames, hdu=args.hdu)  # one frame: MultiFrameSR warns
     refine = None if args.refine == "none" else args.refine
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method="pipeline",
                   ensemble=args.ensemble, tile=args.tile, refine=refine is not None)
     if refine is not None:
         _quiet_tensorflow()
     with _misfits_caught(args) as caught:
-        shifts = _shifts(args, frames) if args.shifts else None
+        geometry = _geometry(args, frames) if _given_geometry(args) else None
         sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
                           reference=args.reference, ensemble=args.ensemble, tile=args.tile,
-                          progress=not args.quiet, psf_options=_psf_options(args, psf))
-        result = sr.run(frames, shifts=shifts)
+                          progress=not args.quiet, psf_options=_psf_options(args, psf),
+                          **_output_grid(args))
+        result = sr.run(frames, geometry)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items())
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}){_chi2_text(result.meta)}; {timings}")
@@ -597,8 +630,14 @@ def _common_stack(p):
     p.add_argument("--scale", type=_positive_int, default=4,
                    help="output pixels per input pixel, an integer >= 1 (default 4)")
     p.add_argument("--reference", type=int, default=0, help="index of the reference frame")
-    p.add_argument("--shifts", help="table of known shifts (dx, dy columns, e.g. from astrosr "
-                                    "register) instead of registering")
+    p.add_argument("--geometry", metavar="TABLE|wcs",
+                   help="known geometry instead of registering: a table (dx, dy, and optionally "
+                        "rotation in deg and scale; e.g. from astrosr register), or 'wcs' to "
+                        "align the frames by their WCS (distortion included)")
+    p.add_argument("--shifts", help="a table of known shifts (the older name of --geometry)")
+    p.add_argument("--output-wcs", metavar="FILE",
+                   help="FITS header or image whose celestial WCS and NAXIS1/2 define the output "
+                        "grid (default: the reference frame's grid, --scale times finer)")
     p.add_argument("--psf", default=None,
                    help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
@@ -624,8 +663,8 @@ def _stack_parser(sub):
                   "  astrosr stack f*.fits --method drizzle --pixfrac 0.7 -o drizzled.fits")
     _common_stack(st)
     _fusion_option(st, "--method")
-    st.add_argument("--pixfrac", type=_pixfrac, default=1.0,
-                    help="drizzle drop size, in (0, 1] (default 1)")
+    st.add_argument("--pixfrac", type=_pixfrac, default=None,
+                    help="drizzle drop size, in (0, 1] (default 1; --method drizzle only)")
     st.add_argument("--reject", choices=["auto", "on", "off"], default="auto",
                     help="outlier (cosmic-ray) rejection (default auto: on for 3+ frames)")
     st.set_defaults(func=_stack)

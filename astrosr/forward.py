@@ -19,14 +19,20 @@ edge onto the other: frames are embedded at an offset ``margin`` in a coarse
 grid of ``shape_padded`` whose extra pixels carry no weight. Fractional fine
 shifts are band-limited (Fourier) shifts of the PSF, exact for PSFs sampled
 at or above the Nyquist rate of the fine grid.
+
+`PixmapOperator` is the same model for frames of any geometry (rotation,
+scale change, distortion): each frame is a sparse matrix of the exact areas
+of overlap of its pixels' footprints (quadrilaterals on the fine grid, from
+`pixel_overlaps`) with the fine pixels, applied after a convolution with the
+PSF, as in drizzle's square kernel with ``pixfrac=1``.
 """
 
 import numpy as np
-from scipy import fft, signal
+from scipy import fft, signal, sparse
 
 from .psf import as_psf
 
-__all__ = ["ObservationOperator"]
+__all__ = ["ObservationOperator", "PixmapOperator", "pixel_overlaps"]
 
 
 class ObservationOperator:
@@ -177,3 +183,331 @@ def _fast_multiple(n, s):
     while fft.next_fast_len(s * m) != s * m:
         m += 1
     return m
+
+
+# ------------------------------------------------------------ general geometry
+# The overlap weights are computed here because the drizzle package's C kernel
+# (``cdrizzle.tdriz``) only accumulates drizzled images and weight maps: it
+# never returns the areas of overlap themselves, which a linear operator and
+# its exact adjoint need.
+
+#: Elements of the temporary arrays of `pixel_overlaps`: small enough to stay in
+#: the CPU's cache (3x faster than 2**20).
+_CHUNK_ELEMENTS = 2 ** 16
+#: Overlaps at or below this area (fine pixels) are rounding noise, not stored.
+_TINY_AREA = 1e-12
+#: Relative mismatch of a row's sum and its footprint's area allowed in `inside`.
+_INSIDE_RTOL = 1e-9
+
+
+def pixel_overlaps(corners, fine_shape):
+    """Areas of overlap of a frame's pixel footprints with the pixels of a fine grid.
+
+    Exact for any footprint polygon (the clipped-trapezoid sum of drizzle's
+    ``boxer``, Fruchter & Hook 2002), vectorised over the footprints; the
+    candidates of a footprint are the fine pixels of its bounding box.
+
+    Parameters
+    ----------
+    corners : array_like, shape (ny + 1, nx + 1, 2)
+        ``(x, y)`` on the fine grid of the corners of the pixels of a frame of
+        shape ``(ny, nx)``: ``corners[j, i]`` is the frame point
+        ``(i - 0.5, j - 0.5)``. Frame pixel ``(r, c)`` is the quadrilateral
+        ``corners[r, c], corners[r, c + 1], corners[r + 1, c + 1],
+        corners[r + 1, c]``, in either orientation. A footprint with a
+        non-finite corner is empty.
+    fine_shape : tuple of int
+        ``(height, width)`` of the fine grid; fine pixel ``(r, c)`` covers
+        ``[c - 0.5, c + 0.5] x [r - 0.5, r + 0.5]``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (ny * nx, height * width)
+        Entry ``[p, k]``: area (in fine pixels) of footprint ``p`` inside fine
+        pixel ``k``, both in C order. Parts outside the fine grid are dropped.
+    """
+    quads = _quads(corners)
+    height, width = (int(n) for n in fine_shape)
+    quads[~np.isfinite(quads).all(axis=(1, 2))] = -10.0  # empty: outside the grid
+    first = np.maximum(np.floor(quads.min(axis=1) + 0.5), 0).astype(np.int64)
+    last = np.floor(quads.max(axis=1) + 0.5).astype(np.int64)
+    last = np.minimum(last, [width - 1, height - 1])
+    bw, bh = (int(n) for n in np.maximum((last - first).max(axis=0, initial=0) + 1, 1))
+    n, step = len(quads), max(1, _CHUNK_ELEMENTS // (bw * bh))
+    itype = np.int32 if max(n * bw * bh, height * width) < 2 ** 31 else np.int64
+    # Filled at an upper bound of the entries, then shrunk in place: no copies.
+    data, cols = np.empty(n * bw * bh), np.empty(n * bw * bh, dtype=itype)
+    indptr, filled = np.zeros(n + 1, dtype=itype), 0
+    for a in range(0, n, step):
+        d, c, k = _box_overlaps(quads[a:a + step], first[a:a + step], (bh, bw), (height, width))
+        data[filled:filled + len(d)], cols[filled:filled + len(d)] = d, c
+        indptr[a + 1:a + 1 + len(k)] = filled + np.cumsum(k)
+        filled += len(d)
+    data.resize(filled, refcheck=False)
+    cols.resize(filled, refcheck=False)
+    return sparse.csr_matrix((data, cols, indptr), shape=(n, height * width), copy=False)
+
+
+def _quads(corners):
+    """The footprints ``(ny * nx, 4, 2)`` of the pixels from their corners (float copy)."""
+    c = np.array(corners, dtype=float)
+    if c.ndim != 3 or c.shape[2] != 2 or min(c.shape[:2]) < 2:
+        raise ValueError(f"corners must have shape (ny + 1, nx + 1, 2), got {c.shape}")
+    quad = np.stack([c[:-1, :-1], c[:-1, 1:], c[1:, 1:], c[1:, :-1]], axis=2)
+    return quad.reshape(-1, 4, 2)
+
+
+def _quad_areas(quads):
+    """Areas of quadrilaterals ``(n, 4, 2)`` (shoelace formula, either orientation)."""
+    x, y = quads[..., 0], quads[..., 1]
+    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+
+
+def _box_overlaps(quads, first, box, shape):
+    """Overlaps of ``m`` footprints with the ``box = (bh, bw)`` fine pixels from ``first``.
+
+    Returns the kept areas, their flat fine indices and the count per
+    footprint, in row-major order (footprint, fine row, fine column): sorted
+    CSR rows.
+    """
+    cols = first[:, 0, None] + np.arange(box[1])  # (m, bw)
+    rows = first[:, 1, None] + np.arange(box[0])  # (m, bh)
+    area = np.zeros((len(quads),) + tuple(box))
+    for e in range(4):
+        area += _edge_areas(quads[:, e], quads[:, (e + 1) % 4], cols - 0.5, rows - 0.5)
+    area = np.abs(area)
+    keep = (area > _TINY_AREA) & (rows[:, :, None] < shape[0]) & (cols[:, None, :] < shape[1])
+    index = rows[:, :, None] * shape[1] + cols[:, None, :]
+    return area[keep], index[keep], keep.sum(axis=(1, 2))
+
+
+def _edge_areas(p, q, left, bottom):
+    """Signed area between edge ``p -> q`` and the bottom of each unit square.
+
+    The edge is clipped to the square's x-range ``[left, left + 1]`` and its
+    height above ``bottom`` to ``[0, 1]``; summed over a closed polygon's
+    edges this is minus (counter-clockwise) or plus the area of the polygon
+    inside the square. ``p, q``: ``(m, 2)``; ``left``: ``(m, bw)``;
+    ``bottom``: ``(m, bh)``; result ``(m, bh, bw)``.
+    """
+    x0, y0, x1, y1 = p[:, 0, None], p[:, 1, None], q[:, 0, None], q[:, 1, None]
+    xa = np.clip(x0, left, left + 1.0)
+    xb = np.clip(x1, left, left + 1.0)
+    width = xb - xa
+    dx = x1 - x0
+    slope = (y1 - y0) / np.where(dx == 0, 1.0, dx)  # unused where dx == 0 (no width)
+    ya, yb = y0 + (xa - x0) * slope, y0 + (xb - x0) * slope
+    low = np.minimum(ya, yb)[:, None, :] - bottom[:, :, None]
+    span = np.abs(yb - ya)
+    # The mean height of the clipped edge is (integral of the clipped height) / span,
+    # or the clipped height itself for a horizontal edge (span ~ 0).
+    flat = span <= _TINY_AREA
+    out = None
+    if flat.any():
+        out = np.clip(low + 0.5 * span[:, None, :], 0.0, 1.0)
+        out *= np.where(flat, width, 0.0)[:, None, :]
+    area = _clipped_integral(low, span[:, None, :])
+    area *= np.where(flat, 0.0, width / np.where(flat, 1.0, span))[:, None, :]
+    return area if out is None else area + out
+
+
+def _clipped_integral(low, span):
+    """Integral of ``clip(t, 0, 1)`` over ``t`` in ``[low, low + span]`` (overwrites ``low``)."""
+    high = low + span
+    above = np.minimum(high - 1.0, span)  # length above 1
+    np.maximum(above, 0.0, out=above)
+    np.clip(high, 0.0, 1.0, out=high)
+    np.clip(low, 0.0, 1.0, out=low)
+    high *= high
+    low *= low
+    high -= low
+    high *= 0.5
+    high += above
+    return high
+
+
+class PixmapOperator:
+    """Fine sky -> frames of any geometry, and its adjoint (drizzle's square kernel).
+
+    Frame ``i`` is ``y_i = A_i (K * x)``: the fine image convolved with the
+    PSF kernel ``K``, then integrated over each frame pixel's footprint
+    (``A_i`` from `pixel_overlaps`, exact areas of overlap). The interface is
+    that of `ObservationOperator`, but the frames are not padded
+    (``shape_padded == shape``); the fine grid is the output grid with ``pad``
+    fine pixels around.
+
+    Parameters
+    ----------
+    corners : sequence of array_like, each (ny + 1, nx + 1, 2)
+        Per frame, the ``(x, y)`` of its pixel corners on the output grid
+        (unpadded, 0-based pixel centres), as in `pixel_overlaps`.
+    out_shape : tuple of int
+        Shape of the output (fine) grid.
+    scale : int
+        Nominal output pixels per input pixel (samples the PSF).
+    psf : `~astrosr.psf.PSF` or array or None
+        PSF (an array is sampled on the fine grid). None: no blur.
+    pad : int, optional
+        Fine pixels added on each side; rounded up to a multiple of ``scale``
+        (so that ``margin * scale == pad``). Default: the kernel's half-width
+        plus 2.
+    single : bool
+        Float32 matrices and FFTs: faster, relative accuracy ~1e-6.
+
+    Attributes
+    ----------
+    shape, shape_padded : tuple of int
+        Frame shape (the same: frames are not padded).
+    fine_shape : tuple of int
+        The padded fine grid.
+    pad, margin : int
+        Offset of the output grid in the fine grid, in fine and input pixels.
+    inside : numpy.ndarray of bool, shape (n, ny, nx)
+        Frame pixels whose footprint lies entirely inside the padded fine grid;
+        the others are truncated and should be ignored.
+
+    Notes
+    -----
+    ``squared=True`` (variance propagation) is an approximation of the
+    element-wise square of ``A_i K``: ``A_i (Q * x)`` with ``Q = alpha K**2``
+    and ``alpha = sum((B * K)**2) / (scale**2 sum(K**2))``, ``B`` the
+    ``scale x scale`` box. For fine-aligned shifts it gives the exact row
+    sums and stays within a few percent of `ObservationOperator`'s exact
+    squares once the PSF is resolved (Gaussian sigma >= 0.5 input pixel:
+    < 5%); a narrower PSF is seen at its mean over the sub-pixel phases. On
+    rotated frames the partial overlaps enter unsquared, right for a PSF much
+    wider than a fine pixel. Without a PSF it is exact (``A_i`` squared
+    element-wise).
+    """
+
+    def __init__(self, corners, out_shape, *, scale, psf=None, pad=None, single=False):
+        self.scale = s = int(scale)
+        self.out_shape = tuple(int(n) for n in out_shape)
+        frames = [np.asarray(c, dtype=float) for c in corners]
+        if not frames or any(f.shape != frames[0].shape for f in frames):
+            raise ValueError("corners must be a non-empty list of arrays of one shape")
+        self.shape = self.shape_padded = tuple(n - 1 for n in frames[0].shape[:2])
+        kernel = None if psf is None else as_psf(psf, oversampling=s).kernel(s)
+        half = 0 if kernel is None else max(kernel.shape) // 2
+        self.margin = -(-(half + 2 if pad is None else int(pad)) // s)
+        self.pad = self.margin * s
+        self.fine_shape = tuple(n + 2 * self.pad for n in self.out_shape)
+        self._real = np.float32 if single else np.float64
+        self._build(frames)
+        self._psf = self._psf_sq = None
+        if kernel is not None:
+            self._psf = _Convolution(kernel, self.fine_shape, self._real)
+            self._psf_sq = _Convolution(_squared_kernel(kernel, s), self.fine_shape, self._real)
+        self._mats_sq = None
+
+    def _build(self, frames):
+        self._mats, inside = [], []
+        for c in frames:
+            shifted = c + self.pad
+            a = pixel_overlaps(shifted, self.fine_shape)
+            area = _quad_areas(_quads(shifted))
+            rows = np.asarray(a.sum(axis=1)).ravel()
+            inside.append((area > 0) & (np.abs(rows - area) <= _INSIDE_RTOL * area))
+            self._mats.append(a.astype(self._real, copy=False))
+        self.inside = np.stack(inside).reshape((len(frames),) + self.shape)
+
+    def __len__(self):
+        return len(self._mats)
+
+    # ------------------------------------------------------------------ grids
+    def embed_frames(self, cube):
+        """The frames themselves (they are not padded), as a float array."""
+        return np.array(cube, dtype=float)
+
+    def crop_frames(self, cube):
+        """The frames themselves (they are not padded), as a float array."""
+        return np.asarray(cube, dtype=float)
+
+    def embed_image(self, image):
+        """Put an image of the output grid into the padded fine grid (zeros around)."""
+        image = np.asarray(image, dtype=float)
+        out = np.zeros(self.fine_shape)
+        o = self.pad
+        out[o:o + image.shape[0], o:o + image.shape[1]] = image
+        return out
+
+    def crop_image(self, image):
+        """The output grid (``out_shape``) of a padded fine image."""
+        o = self.pad
+        return image[o:o + self.out_shape[0], o:o + self.out_shape[1]]
+
+    # -------------------------------------------------------------- operators
+    def forward(self, image, *, squared=False):
+        """Frames predicted from a padded fine image: cube ``(n, ny, nx)``.
+
+        With ``squared=True``, the approximate element-wise square of the
+        operator (class Notes), to propagate variances.
+        """
+        x = np.asarray(image, dtype=self._real)
+        if x.shape != self.fine_shape:
+            raise ValueError(f"image must have shape {self.fine_shape}, got {x.shape}")
+        conv = self._psf_sq if squared else self._psf
+        flat = (x if conv is None else conv.apply(x)).ravel()
+        out = np.empty((len(self),) + self.shape, dtype=self._real)
+        for i, a in enumerate(self._matrices(squared)):
+            out[i] = (a @ flat).reshape(self.shape)
+        return out
+
+    def adjoint(self, cube, *, squared=False):
+        """Adjoint of `forward`: cube ``(n, ny, nx)`` -> padded fine image."""
+        cube = np.asarray(cube, dtype=self._real).reshape(len(self), -1)
+        total = np.zeros(int(np.prod(self.fine_shape)), dtype=self._real)
+        for a, y in zip(self._matrices(squared), cube):
+            total += a.T @ y
+        total = total.reshape(self.fine_shape)
+        conv = self._psf_sq if squared else self._psf
+        return total if conv is None else conv.adjoint(total)
+
+    def frame_adjoint(self, i, frame):
+        """``A_i^T frame`` on the padded fine grid: frame ``i`` drizzled (pixfrac 1,
+        not normalised), without the PSF."""
+        y = np.asarray(frame, dtype=self._real).ravel()
+        return (self._mats[i].T @ y).reshape(self.fine_shape)
+
+    def _matrices(self, squared):
+        if not squared or self._psf is not None:
+            return self._mats
+        if self._mats_sq is None:  # no PSF: the exact squares
+            self._mats_sq = [a.multiply(a).tocsr() for a in self._mats]
+        return self._mats_sq
+
+
+def _squared_kernel(kernel, scale):
+    """``alpha K**2``, the kernel of the ``squared`` operators (see `PixmapOperator`)."""
+    boxed = signal.convolve2d(kernel, np.ones((scale, scale)), mode="full")
+    alpha = np.sum(boxed ** 2) / (scale ** 2 * np.sum(kernel ** 2))
+    return alpha * kernel ** 2
+
+
+class _Convolution:
+    """Linear convolution ``mode="same"`` with a centred odd kernel on one grid, and its adjoint.
+
+    Zero-padded FFTs of a fast length at least ``shape + kernel - 1``: no wrap.
+    """
+
+    def __init__(self, kernel, shape, dtype):
+        self.shape = tuple(shape)
+        self.half = tuple(n // 2 for n in kernel.shape)
+        self.size = tuple(fft.next_fast_len(n + k - 1, real=True)
+                          for n, k in zip(self.shape, kernel.shape))
+        self.dtype = dtype
+        self.otf = fft.rfft2(np.asarray(kernel, dtype=dtype), s=self.size)
+        self.otf_conj = np.conj(self.otf)
+
+    def apply(self, image):
+        spec = fft.rfft2(image, s=self.size, workers=-1) * self.otf
+        full = fft.irfft2(spec, s=self.size, workers=-1, overwrite_x=True)
+        (hy, hx), (ny, nx) = self.half, self.shape
+        return full[hy:hy + ny, hx:hx + nx]
+
+    def adjoint(self, image):
+        (hy, hx), (ny, nx) = self.half, self.shape
+        padded = np.zeros(self.size, dtype=self.dtype)
+        padded[hy:hy + ny, hx:hx + nx] = image
+        spec = fft.rfft2(padded, workers=-1) * self.otf_conj
+        return fft.irfft2(spec, s=self.size, workers=-1, overwrite_x=True)[:ny, :nx]

@@ -49,9 +49,10 @@ from astropy.stats import sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
-from .fusion import _estimated_variance
 from .misfit import record_fit
-from .nddata import add_history, frame_arrays, rescale_wcs
+from .geometry import OutputGrid
+from .nddata import add_history
+from .output import is_surface_brightness, output_header
 from .psf import GaussianPSF, as_psf
 
 __all__ = ["enhance", "CONSISTENCY_MODES"]
@@ -138,25 +139,20 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
     members = ensemble_size(ensemble)
-    ccd = _as_ccd(ccd)
-    scale = model.scale
-    data, var, good = frame_arrays(ccd)
-    if not good.any():
-        raise ValueError("ccd has no usable pixel (all masked, NaN or inf)")
-    if var is None:
-        var = np.where(good, _estimated_variance(data, good), np.inf)
+    frame = _as_frame(ccd)
+    ccd, scale = frame.ccds[0], model.scale
+    data, var, good = frame.data[0], frame.var[0], frame.good[0]
     _, level, _ = sigma_clipped_stats(data[good])
-    filled = _fill(data - level, good)
-    mean, spread = _network(model, filled, int(tile), int(overlap), members, progress=progress)
+    filled = fill_masked(data - level, good)
+    mean, spread = run_network(model, filled, int(tile), int(overlap), members, progress=progress)
     fine = mean + level / scale ** 2
-    notes = [f"astrosr.enhance: model={model.name} sha256={_weights_hash(model)[:16]} "
+    notes = [f"astrosr.enhance: model={model.name} sha256={weights_hash(model)[:16]} "
              f"tile={tile} overlap={overlap} ensemble={members}-fold"]
     keys = {}
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale, psf_options or {})
-        fine, cond_var, chi2, info = _observation_consistency(fine, data, var, good, level,
-                                                              scale, psf, stop, max_iter,
-                                                              progress)
+        fine, cond_var, chi2, info = _observation_consistency(fine, frame, level, scale, psf,
+                                                              stop, max_iter, progress)
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
                      f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
@@ -172,25 +168,31 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         notes.append(f"astrosr.enhance: consistency={consistency}")
     notes.append("astrosr.enhance: uncertainty = input noise on the fine grid + "
                  "self-ensemble variance")
-    return _result(ccd, fine, cond_var + spread, good, scale, notes, keys)
+    wcs = OutputGrid(data.shape, scale, reference_wcs=frame.wcs[0]).fits_wcs()
+    return _result(ccd, fine, cond_var + spread, good, scale, notes, keys, wcs)
 
 
 # --------------------------------------------------------------------------- input
 
 
-def _as_ccd(ccd):
-    if isinstance(ccd, CCDData):
-        return ccd
-    if isinstance(ccd, NDData):
-        return CCDData(ccd.data, unit=ccd.unit or u.dimensionless_unscaled,
-                       uncertainty=ccd.uncertainty, mask=ccd.mask, wcs=ccd.wcs, meta=ccd.meta)
-    arr = np.asarray(ccd, dtype=float)
-    if arr.ndim != 2:
-        raise ValueError(f"ccd must be a 2-D image, got shape {arr.shape}")
-    return CCDData(arr, unit=u.dimensionless_unscaled)
+def _as_frame(ccd):
+    """The image as a one-frame `~astrosr.FrameStack` (any APE-14 WCS kept beside it)."""
+    from .stack import FrameStack
+
+    if not isinstance(ccd, NDData):
+        arr = np.asarray(ccd, dtype=float)
+        if arr.ndim != 2:
+            raise ValueError(f"ccd must be a 2-D image, got shape {arr.shape}")
+        ccd = CCDData(arr, unit=u.dimensionless_unscaled)
+    try:
+        return FrameStack([ccd])
+    except ValueError as err:
+        if "no usable pixel" in str(err):
+            raise ValueError("ccd has no usable pixel (all masked, NaN or inf)") from None
+        raise
 
 
-def _fill(data, good):
+def fill_masked(data, good):
     """Masked pixels filled by normalised convolution (a local weighted mean) for the network."""
     if good.all():
         return data
@@ -217,7 +219,7 @@ def ensemble_size(ensemble):
     return int(n)
 
 
-def _network(model, image, tile, overlap, ensemble, softening=None, progress=False):
+def run_network(model, image, tile, overlap, ensemble, softening=None, progress=False):
     """Mean and sample variance over the self-ensemble of the tiled network output.
 
     ``progress``: one progress bar over the tiles of all the members.
@@ -262,7 +264,8 @@ def _tiled(model, image, tile, overlap, softening, bar=None):
     return out
 
 
-def _weights_hash(model):
+def weights_hash(model):
+    """The sha256 of a model's shipped weights (from its card), or ``"unsaved"``."""
     return str(model.card.get("weights", {}).get("sha256", "unsaved"))
 
 
@@ -288,17 +291,17 @@ def _choose_psf(psf, ccd, model, scale, options):
         return GaussianPSF(sigma), "model card's training PSF (no usable stars)"
 
 
-def _observation_consistency(fine, data, var, good, level, scale, psf, stop, max_iter, progress):
+def _observation_consistency(fine, stack, level, scale, psf, stop, max_iter, progress):
     """Richardson-Lucy from the network's output until the data are reproduced."""
     from .forward import ObservationOperator
-    from .fusion import _PoissonNoise, _richardson_lucy, _start_image
+    from .reconstruct import PoissonNoise, richardson_lucy, start_image
 
-    stack = _SingleFrame(data, var, good)
+    data, var, good = stack.data[0], stack.var[0], stack.good[0]
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
-    noise = _PoissonNoise(stack, np.zeros(1))
-    start = _start_image(op, fine, stack, good[None], noise)
+    noise = PoissonNoise(stack)
+    start = start_image(op, fine, stack, good[None], noise)
     sources = _sources(data - level, var, good)[None]
-    image, info = _richardson_lucy(op, stack, good[None], noise, start, None, max_iter, stop=stop,
+    image, info = richardson_lucy(op, stack, good[None], noise, start, None, max_iter, stop=stop,
                                    sources=sources, progress=progress)
     fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
                                       squared=True))
@@ -320,16 +323,6 @@ def _sources(above_sky, var, good, nsigma=5.0):
     return ndimage.binary_dilation(good & (box > nsigma * sigma)) & good
 
 
-class _SingleFrame:
-    """The minimal stack interface `astrosr.fusion._richardson_lucy` needs, for one image."""
-
-    def __init__(self, data, var, good):
-        self.data, self.var, self.good = data[None], np.where(good, var, np.inf)[None], good[None]
-
-    def __len__(self):
-        return 1
-
-
 def _pixel_consistency(fine, data, good, scale):
     """Shift each footprint by a constant so it sums exactly to its input pixel."""
     ny, nx = data.shape
@@ -341,18 +334,16 @@ def _pixel_consistency(fine, data, good, scale):
 # --------------------------------------------------------------------------- output
 
 
-def _result(ccd, fine, var, good, scale, notes, keys):
-    from .fusion import _output_header, _surface_brightness
-
-    if _surface_brightness(ccd.unit):
+def _result(ccd, fine, var, good, scale, notes, keys, wcs=None):
+    if is_surface_brightness(ccd.unit):
         fine, var = fine * scale ** 2, var * scale ** 4
     mask = np.repeat(np.repeat(~good, scale, 0), scale, 1) | ~np.isfinite(var)
-    meta = _output_header(ccd.meta)
+    meta = output_header(ccd.meta)
     meta["SRSCALE"] = (scale, "output pixels per input pixel")
     meta.update(keys)
     for note in notes:
         add_history(meta, note)
     return CCDData(np.where(mask, 0.0, fine).astype(np.float32), unit=ccd.unit,
                    uncertainty=VarianceUncertainty(np.where(mask, 0.0, var).astype(np.float32)),
-                   mask=mask, wcs=rescale_wcs(ccd.wcs, scale) if ccd.wcs is not None else None,
+                   mask=mask, wcs=wcs,
                    meta=meta)

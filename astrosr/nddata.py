@@ -34,7 +34,7 @@ def as_frames(frames, *, hdu=None, unit=None):
 
     Parameters
     ----------
-    frames : list of CCDData/NDData/str/Path, str, or 3-D array
+    frames : list of CCDData/NDData/str/Path, str, 3-D array, or `~astrosr.FrameStack`
         The stack: frames as NDData objects, paths of FITS files, glob
         patterns of FITS files (``"data/frame_*.fits"``, alone or in the
         list), or a cube ``(n_frames, ny, nx)``. A pattern expands to the
@@ -59,6 +59,10 @@ def as_frames(frames, *, hdu=None, unit=None):
         If the stack is empty, a frame is not 2-D, frames differ in shape, or
         a file lacks the HDU asked for or holds a table or cube there.
     """
+    from .stack import FrameStack  # here, not at the top: stack.py builds on this module
+
+    if isinstance(frames, FrameStack):
+        return list(frames.ccds)
     out = [_as_ccd(f, hdu=hdu, unit=unit, index=i) for i, f in enumerate(_frame_list(frames))]
     if not out:
         raise ValueError("frames is empty: pass at least one frame")
@@ -609,7 +613,8 @@ def write_fits(ccd, path, *, overwrite=False):
 
     Extensions: the primary HDU holds the data and header (with the WCS),
     ``UNCERT`` the uncertainty, ``MASK`` the mask (as astropy writes them),
-    and ``WHT`` the weight map when ``ccd`` has a ``weight`` attribute. The
+    and, for a `~astrosr.output.ResultImage`, ``WHT`` the weight map and
+    ``REJECT`` the rejected input pixels. The
     file is written to a temporary name in the same folder and renamed, so a
     failed write leaves no partial file; its mode follows the umask (0644
     for most users), as a file made by ``open`` does. ``BUNIT`` is always
@@ -631,9 +636,6 @@ def write_fits(ccd, path, *, overwrite=False):
     hdul = ccd.to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
     _set_bunit(hdul[0].header, ccd.unit)
     _set_commentary(hdul[0].header, ccd.meta)
-    weight = getattr(ccd, "weight", None)
-    if weight is not None:
-        hdul.append(fits.ImageHDU(np.asarray(weight, dtype=np.float32), name="WHT"))
     with replacing(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True)
     return path
@@ -668,11 +670,17 @@ def _set_commentary(header, meta):
 
 
 def read_fits(path, *, hdu=None, unit=None):
-    """Read a FITS image as CCDData (first image HDU by default), with ``weight`` from ``WHT``."""
+    """Read a FITS image as CCDData (first image HDU by default).
+
+    A file with ``WHT`` or ``REJECT`` extensions (written by `write_fits`)
+    comes back as a `~astrosr.output.ResultImage` carrying them.
+    """
     from astropy.io import fits
+
+    from .output import ResultImage
 
     ccd = _read_fits(Path(path), hdu=hdu, unit=unit)
     with fits.open(path) as hdul:
-        if "WHT" in hdul:
-            ccd.weight = np.asarray(hdul["WHT"].data, dtype=float)
-    return ccd
+        extra = {key: np.asarray(hdul[name].data) for key, name in
+                 (("weight", "WHT"), ("rejected", "REJECT")) if name in hdul}
+    return ResultImage(ccd, **extra) if extra else ccd

@@ -37,12 +37,14 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .fusion import _like_input, fuse
+from .fusion import fuse
 from .inference import ensemble_size
 from .misfit import fit_passed
-from .nddata import add_history, as_frames, variance_of
+from .nddata import add_history, variance_of
+from .output import uncertainty_like
 from .registration import register_stack
 from .resources import check_memory
+from .stack import FrameStack
 
 __all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 
@@ -71,6 +73,9 @@ class MultiFrameSR:
         grid (odd, centred); a string other than "estimate" is a FITS file
         holding the PSF. Drizzle and shift-and-add use it only to judge
         outliers; reconstruct and the consistency step need it.
+    output_wcs, shape_out : optional
+        Any output grid (see `astrosr.fuse`); default: the reference frame's
+        grid ``scale`` times finer.
     psf_options : dict, optional
         Options of the PSF estimate (``psf=None``), passed to
         `astrosr.psf.stack_psf`: ``fwhm_guess``, ``snr``, ``max_stars``,
@@ -80,8 +85,8 @@ class MultiFrameSR:
     consistency : {"observation", None}
         ``"observation"``: the refined image is held to the frames (see the
         module notes). None: the raw network output (for study only).
-    pixfrac : float
-        Drizzle's drop size (``fusion="drizzle"``).
+    pixfrac : float, optional
+        Drizzle's drop size (``fusion="drizzle"`` only; default 1).
     reject : {"auto", True, False}
         Outlier rejection in the fusion.
     ensemble : bool or {1, 2, 4, 8}
@@ -118,9 +123,9 @@ class MultiFrameSR:
     """
 
     def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
-                 reference=0, consistency="observation", pixfrac=1.0, reject="auto",
+                 reference=0, consistency="observation", pixfrac=None, reject="auto",
                  ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
-                 psf_options=None):
+                 psf_options=None, output_wcs=None, shape_out=None):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if consistency not in CONSISTENCY_MODES:
@@ -132,6 +137,11 @@ class MultiFrameSR:
                                                                        pixfrac, reject)
         self.ensemble, self.tile, self.overlap, self.max_iter = ensemble, tile, overlap, max_iter
         self.hdu, self.progress = hdu, progress
+        self.grid = {k: v for k, v in (("output_wcs", output_wcs), ("shape_out", shape_out))
+                     if v is not None}
+        if pixfrac is not None and fusion != "drizzle":
+            raise ValueError(f"pixfrac is a drizzle option; fusion={fusion!r} does not use it: "
+                             "leave it out")
         self.psf_options = dict(psf_options or {})
         if self.psf_options and psf not in (None, "estimate"):
             raise ValueError("psf_options apply to the PSF estimate only: give psf=None (or "
@@ -139,19 +149,23 @@ class MultiFrameSR:
 
     def __repr__(self):
         return (f"MultiFrameSR(scale={self.scale}, fusion={self.fusion!r}, "
-                f"refine={getattr(self.refine, 'name', self.refine)!r}, psf={self.psf!r})")
+                f"refine={getattr(self.refine, 'name', self.refine)!r}, "
+                f"psf={_describe(self.psf)})")
 
-    def run(self, frames, shifts=None):
+    def run(self, frames, geometry=None, *, shifts=None):
         """Run the pipeline on a stack.
 
         Parameters
         ----------
-        frames : list of CCDData/NDData/paths, glob pattern, or 3-D array
-            The dithered frames (`astrosr.nddata.as_frames`). Their sky may
-            or may not have been subtracted.
-        shifts : `~astropy.table.Table` with ``dx``, ``dy``, or array (n, 2), optional
-            Known shifts (frame pixels, DESIGN sign convention); default:
-            `astrosr.register_stack`.
+        frames : list of CCDData/NDData/paths, glob pattern, 3-D array, or `~astrosr.FrameStack`
+            The dithered frames (`astrosr.nddata.as_frames`), parsed once for
+            every step. Their sky may or may not have been subtracted.
+        geometry : table, array (n, 2), or ``"wcs"``, optional
+            Known geometry (a table with ``dx``, ``dy`` and optionally
+            ``rotation``, ``scale``; shifts; or the frames' WCS; see
+            `astrosr.fuse`); default: `astrosr.register_stack`.
+        shifts : optional
+            The same as ``geometry`` (the name of earlier versions); give one of them.
 
         Returns
         -------
@@ -162,7 +176,11 @@ class MultiFrameSR:
             the frames against the returned image.
         """
         self.timings_ = {}
-        frames = as_frames(frames, hdu=self.hdu)
+        if shifts is not None:
+            if geometry is not None:
+                raise TypeError("give geometry or shifts, not both")
+            geometry = shifts
+        frames = FrameStack.parse(frames, hdu=self.hdu)
         notes = []
         check_memory(frames[0].shape, n_frames=len(frames), scale=self.scale, method="pipeline",
                      ensemble=ensemble_size(self.ensemble), tile=self.tile, overlap=self.overlap,
@@ -174,22 +192,24 @@ class MultiFrameSR:
             warnings.warn(text, AstropyUserWarning, stacklevel=2)
             notes.append(f"WARNING: {text}")
         with self._step("register"):
-            if shifts is None:
-                shifts = register_stack(frames, reference=self.reference,
-                                        progress=self.progress)
+            if geometry is None:
+                geometry = register_stack(frames, reference=self.reference,
+                                          progress=self.progress)
                 notes.append(f"registered {len(frames)} frames with register_stack "
                              f"(reference {self.reference})")
             else:
-                notes.append("shifts given by the caller")
-            self.shifts_ = shifts
+                notes.append("geometry given by the caller"
+                             + (" (the frames' WCS)" if isinstance(geometry, str) else ""))
+            self.shifts_ = shifts = geometry
         with self._step("psf"):
             self.psf_, psf_note = _choose_psf(self.psf, frames, shifts, self.scale, self.hdu,
                                               self.psf_options)
             notes.append(f"PSF: {psf_note}")
         with self._step("fuse"):
+            drizzle = {"pixfrac": self.pixfrac} if self.fusion == "drizzle" else {}
             self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
-                               pixfrac=self.pixfrac, psf=self.psf_, reject=self.reject,
-                               progress=self.progress)
+                               psf=self.psf_, reject=self.reject, progress=self.progress,
+                               **drizzle, **self.grid)
             if not fit_passed(self.fused_.meta):
                 notes.append(f"WARNING: the frames do not fit the fusion (reduced chi-square "
                              f"{self.fused_.meta['CHI2RED']:.3f})")
@@ -208,11 +228,11 @@ class MultiFrameSR:
             notes.append("consistency=None: the raw network output, not held to the data")
             return self._finish(out, notes, spread)
         with self._step("consistency"):
-            frames = _without_rejected(frames, self.fused_.rejected)
+            frames = frames.with_rejected(self.fused_.rejected)
             out = fuse(frames, shifts, scale=self.scale, method="reconstruct", psf=self.psf_,
                        reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter,
-                       progress=self.progress)
-            out.rejected = self.fused_.rejected
+                       progress=self.progress, **self.grid)
+            out.rejected = frames.rejected
             out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
             notes.append("fused: " + "".join(self.fused_.meta["HISTORY"]))
             notes.append(f"consistency=observation: Richardson-Lucy from the refined image "
@@ -222,7 +242,7 @@ class MultiFrameSR:
     def _finish(self, out, notes, spread=None):
         if spread is not None and out.uncertainty is not None:
             # The self-ensemble's spread: the model's own scatter, added in variance.
-            out.uncertainty = _like_input(variance_of(out) + spread, out.uncertainty)
+            out.uncertainty = uncertainty_like(variance_of(out) + spread, out.uncertainty)
         out.meta["PIPELINE"] = ("astrosr.MultiFrameSR", "astrosr pipeline")
         if self.refine is not None:
             out.meta["REFMODEL"] = (str(getattr(self.refine, "name", self.refine)),
@@ -252,7 +272,7 @@ def _choose_psf(psf, frames, shifts, scale, hdu, options):
 
     if psf is None or (isinstance(psf, str) and psf == "estimate"):
         return psf_models.stack_psf(frames, shifts, scale=scale, hdu=hdu, **options)
-    how = f"read from {psf}" if isinstance(psf, (str, os.PathLike)) else f"given ({psf!r})"
+    how = f"read from {psf}" if isinstance(psf, (str, os.PathLike)) else f"given ({_describe(psf)})"
     return psf_models.as_psf(psf, oversampling=scale), how
 
 
@@ -268,7 +288,7 @@ def _load_model(refine):
 
 def _refine(fused, frames, model, scale, tile, overlap, ensemble, progress):
     """The network on the fused image (sky level removed and restored); mean, spread, note."""
-    from .inference import _fill, _network, _weights_hash
+    from .inference import fill_masked, run_network, weights_hash
     from .models.transform import stack_softening
 
     good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
@@ -277,18 +297,15 @@ def _refine(fused, frames, model, scale, tile, overlap, ensemble, progress):
     # The network saw the asinh of fused images on the scale of their frames' noise.
     softening = stack_softening([f.data for f in frames], scale)
     members = ensemble_size(ensemble)
-    mean, spread = _network(model, _fill(data - level, good), int(tile), int(overlap), members,
+    mean, spread = run_network(model, fill_masked(data - level, good), int(tile), int(overlap), members,
                             softening=softening, progress=progress)
-    note = (f"refined with {model.name} sha256={_weights_hash(model)[:16]} tile={tile} "
+    note = (f"refined with {model.name} sha256={weights_hash(model)[:16]} tile={tile} "
             f"overlap={overlap} ensemble={members}-fold")
     return np.where(good, mean + level, 0.0), (spread if members > 1 else None), note
 
 
-def _without_rejected(frames, rejected):
-    """The frames with the fusion's rejected pixels masked."""
-    out = []
-    for f, r in zip(frames, rejected):
-        g = f.copy()
-        g.mask = r if f.mask is None else (np.asarray(f.mask, bool) | r)
-        out.append(g)
-    return out
+def _describe(psf):
+    """A one-line printable description of a PSF option (an array's repr spans many lines)."""
+    if isinstance(psf, np.ndarray):
+        return f"<array {psf.shape[1]}x{psf.shape[0]} sum={float(np.sum(psf)):.4g}>"
+    return repr(psf)

@@ -37,7 +37,7 @@ from astropy.table import QTable
 from scipy import fft, ndimage
 from scipy.signal.windows import hann
 
-from .nddata import as_frames, frame_arrays, white_noise_variance
+from .stack import FrameStack
 
 __all__ = ["Shift", "register", "register_stack", "phase_correlation"]
 
@@ -74,16 +74,14 @@ class Shift:
 class _Frame:
     """One frame prepared for registration: filled data, variance and spline."""
 
-    def __init__(self, ccd, name):
-        data, var, good = frame_arrays(ccd)
+    def __init__(self, stack, index, name):
+        data, var, good = stack.data[index], stack.var[index], stack.good[index]
         if good.sum() < 16:
             raise ValueError(f"{name} has fewer than 16 usable pixels (all masked or NaN)")
         values = data[good]
         if np.ptp(values) == 0:
             raise ValueError(f"{name} is constant: there is nothing to register")
-        self.estimated_noise = var is None
-        if var is None:
-            var = np.where(good, white_noise_variance(data, good), np.inf)
+        self.estimated_noise = not stack.var_given[index]
         self.data = _fill(data, good)
         self.var = var
         self.good = good
@@ -420,9 +418,15 @@ def register(frame, reference, *, upsample=100):
         Different shapes, constant or fully masked frames, frames that do not
         overlap.
     """
-    ref_ccd, img_ccd = as_frames([reference, frame])
-    ref = _Frame(ref_ccd, "reference")
-    img = _Frame(img_ccd, "frame")
+    try:
+        pair = FrameStack([reference, frame])
+    except ValueError as err:
+        raise ValueError(str(err).replace("frames[0]", "reference").replace("frames[1]", "frame")
+                         ) from None
+    return _register_pair(_Frame(pair, 1, "frame"), _Frame(pair, 0, "reference"), upsample)
+
+
+def _register_pair(img, ref, upsample):
     d0 = np.array(phase_correlation(ref.data, img.data, upsample=upsample,
                                     good=(ref.good, img.good)))
     template = _Template(ref.data, ref.good_var, ref.good)
@@ -470,8 +474,8 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, 
         combine its own and the reference's measurement errors, because the
         reference's noise sets where zero is; the reference row has zeros.
     """
-    ccds = as_frames(frames, hdu=hdu)
-    n = len(ccds)
+    frames = FrameStack.parse(frames, hdu=hdu)
+    n = len(frames)
     if not -n <= reference < n:
         raise ValueError(f"reference={reference} is out of range for {n} frames")
     reference %= n
@@ -479,7 +483,8 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, 
         return _table([np.zeros(2)], [np.zeros(2)], [1.0], [0.0])
     if n == 2:
         other = 1 - reference
-        s = register(ccds[other], ccds[reference], upsample=upsample)
+        s = _register_pair(_Frame(frames, other, f"frames[{other}]"),
+                           _Frame(frames, reference, f"frames[{reference}]"), upsample)
         d = [np.zeros(2), np.zeros(2)]
         e = [np.zeros(2), np.zeros(2)]
         d[other], e[other] = np.array([s.dx, s.dy]), np.array([s.dx_err, s.dy_err])
@@ -490,8 +495,8 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, 
 
     with progress_bar(total=3 * n, desc="registering", unit="frame", enabled=progress) as bar:
         stack = []
-        for i, c in enumerate(ccds):
-            stack.append(_Frame(c, f"frames[{i}]"))
+        for i in range(n):
+            stack.append(_Frame(frames, i, f"frames[{i}]"))
             bar.update(1)
         ref = stack[reference]
         d = []

@@ -73,7 +73,7 @@ def test_stack_writes_a_fused_mef_that_ccddata_reads(tmp_path, frame_files):
     ccd = CCDData.read(out)
     assert ccd.shape == (128, 128) and ccd.unit == u.electron and ccd.wcs is not None
     assert ccd.uncertainty is not None and ccd.mask is not None
-    assert sorted(h.name for h in fits.open(out)[1:]) == ["MASK", "UNCERT", "WHT"]
+    assert sorted(h.name for h in fits.open(out)[1:]) == ["MASK", "REJECT", "UNCERT", "WHT"]
     assert ccd.header["FUSEMETH"] == "reconstruct" and ccd.header["NCOMBINE"] == 6
     # Fused flux per pixel adds up to a frame's total.
     assert ccd.data[16:-16, 16:-16].sum() == pytest.approx(
@@ -469,11 +469,11 @@ def test_progress_bar_helper_and_the_network_tiles(capsys):
             return tile
 
     image = np.random.default_rng(0).normal(size=(20, 12))
-    mean, spread = inference._network(Identity(), image, 8, 2, 2, softening=1.0, progress=True)
+    mean, spread = inference.run_network(Identity(), image, 8, 2, 2, softening=1.0, progress=True)
     np.testing.assert_allclose(mean, image)
     err = capsys.readouterr().err
     assert "network" in err and "/12 " in err  # 3 x 2 tiles, 2 members
-    inference._network(Identity(), image, 8, 2, 2, softening=1.0)
+    inference.run_network(Identity(), image, 8, 2, 2, softening=1.0)
     assert capsys.readouterr().err == ""
 
 

@@ -311,7 +311,7 @@ def _frames(n=3, shape=(16, 16), unit=u.electron):
     (_frames() + [CCDData(np.ones((8, 8)), unit=u.electron)], np.zeros((4, 2)), {},
      ValueError, "same shape"),
     (_frames() + _frames(1, unit=u.adu), np.zeros((4, 2)), {}, u.UnitsError, "same unit"),
-    (_frames(), np.zeros((2, 2)), {}, ValueError, "shifts has 2 rows but there are 3 frames"),
+    (_frames(), np.zeros((2, 2)), {}, ValueError, "geometry has 2 rows but there are 3 frames"),
     (_frames(), np.zeros((3, 3)), {}, ValueError, "shifts must be"),
     (_frames(), np.zeros((3, 2)), {"scale": 0.5}, ValueError, "scale must be >= 1"),
     (_frames(), np.zeros((3, 2)), {"scale": 2.5, "method": "shift_and_add"}, ValueError,

@@ -167,15 +167,15 @@ def test_converged_stop_sharpens_point_sources(model):
 def test_self_ensemble_members_and_spread(model, frame):
     """2 members: the mean of the network on the image and on its diagonal
     mirror (mapped back), and their sample variance in the uncertainty."""
-    from astrosr.inference import _network
+    from astrosr.inference import run_network
     from astrosr.models.transform import noise_sigma
 
     img = np.asarray(frame.data[:40, :48], dtype=float)  # not square: axes swap
     soft = noise_sigma(img)
-    one, spread1 = _network(model, img, 64, 16, 1, soft)
+    one, spread1 = run_network(model, img, 64, 16, 1, soft)
     mirror = np.ascontiguousarray(np.rot90(img[:, ::-1], 1))
-    back = np.rot90(_network(model, mirror, 64, 16, 1, soft)[0], -1)[:, ::-1]
-    two, spread2 = _network(model, img, 64, 16, 2)
+    back = np.rot90(run_network(model, mirror, 64, 16, 1, soft)[0], -1)[:, ::-1]
+    two, spread2 = run_network(model, img, 64, 16, 2)
     np.testing.assert_allclose(two, (one + back) / 2, rtol=1e-6, atol=1e-6 * np.abs(one).max())
     np.testing.assert_allclose(spread2, (one - back) ** 2 / 2, rtol=1e-5,
                                atol=1e-6 * np.abs(one).max() ** 2)

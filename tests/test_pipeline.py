@@ -75,7 +75,10 @@ def test_consistency_none_returns_the_raw_network(stack, tiny_model):
     sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=tiny_model, consistency=None)
     raw = sr.run(frames, shifts=st.shifts)
     history = "".join(raw.meta["HISTORY"])
-    assert "not held to the data" in history and "shifts given" in history
+    assert "not held to the data" in history and "geometry given" in history
+    # What the fusion carries survives the copy (it used to ride on an attribute .copy() drops).
+    np.testing.assert_array_equal(raw.weight, sr.fused_.weight)
+    assert raw.rejected.shape == (len(frames),) + frames[0].shape
     assert "CHI2RED" not in raw.meta and "register" in sr.timings_
     assert not np.allclose(raw.data, held.data)
 

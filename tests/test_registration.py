@@ -129,8 +129,13 @@ def test_constant_frames_and_mismatched_shapes_are_rejected(star_field):
     with pytest.raises(ValueError, match="reference=5 is out of range"):
         register_stack(stack.frames, reference=5)
     dead = CCDData(stack.frames[1].data, unit="electron", mask=np.ones((64, 64), bool))
-    with pytest.raises(ValueError, match=r"frames\[1\] has fewer than 16 usable pixels"):
+    with pytest.raises(ValueError, match=r"frames\[1\] has no usable pixel"):
         register_stack([stack.frames[0], dead, stack.frames[2]])
+    few = np.ones((64, 64), bool)
+    few[:3, :3] = False
+    sparse = CCDData(stack.frames[1].data, unit="electron", mask=few)
+    with pytest.raises(ValueError, match=r"frames\[1\] has fewer than 16 usable pixels"):
+        register_stack([stack.frames[0], sparse, stack.frames[2]])
 
 
 def test_import_loads_no_heavy_module():

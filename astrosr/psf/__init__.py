@@ -63,7 +63,7 @@ class PSF:
             Odd-sized 2-D kernel, normalised to sum 1, the PSF integrated over
             each fine pixel.
         """
-        scale = _check_scale(scale)
+        scale = check_scale(scale)
         half = size // 2 if size else int(np.ceil(self._radius * scale + max(map(abs, offset))))
         if size is not None and size % 2 == 0:
             raise ValueError(f"size must be odd, got {size}")
@@ -93,7 +93,7 @@ class GaussianPSF(PSF):
     """
 
     def __init__(self, sigma):
-        self.sigma = _positive(sigma, "sigma")
+        self.sigma = check_positive(sigma, "sigma")
         self._radius = 6.0 * self.sigma
         self._model = fm.Gaussian2D(1.0, 0.0, 0.0, self.sigma, self.sigma)
 
@@ -115,7 +115,7 @@ class MoffatPSF(PSF):
     """
 
     def __init__(self, fwhm, beta=3.0):
-        self.fwhm = _positive(fwhm, "fwhm")
+        self.fwhm = check_positive(fwhm, "fwhm")
         if not beta > 1:
             raise ValueError(f"beta must be > 1 for a normalisable Moffat profile, got {beta}")
         self.beta = float(beta)
@@ -138,7 +138,7 @@ class AiryPSF(PSF):
     """
 
     def __init__(self, radius, rings=4):
-        self.radius = _positive(radius, "radius")
+        self.radius = check_positive(radius, "radius")
         self.rings = int(rings)
         self._radius = self.radius * (self.rings + 1.0)
         self._model = fm.AiryDisk2D(1.0, 0.0, 0.0, self.radius)
@@ -182,7 +182,7 @@ class ArrayPSF(PSF):
                 f"psf array must be normalised to sum 1, got sum {total:.6g}; "
                 "pass normalize=True to normalise it")
         self.array = a
-        self.oversampling = _check_scale(oversampling)
+        self.oversampling = check_scale(oversampling)
         self._radius = max(a.shape) / 2.0 / self.oversampling
 
     def __repr__(self):
@@ -196,9 +196,9 @@ class ArrayPSF(PSF):
         sampling the array is resampled by cubic-spline interpolation with
         flux normalisation. See `PSF.kernel` for the parameters.
         """
-        scale = _check_scale(scale)
+        scale = check_scale(scale)
         if scale == self.oversampling and size is None:
-            return _fourier_shifted(self.array, offset)
+            return fourier_shifted(self.array, offset)
         return super().kernel(scale, offset=offset, size=size)
 
     def _profile(self, x, y):
@@ -211,8 +211,23 @@ class ArrayPSF(PSF):
         return np.clip(vals, 0.0, None)
 
 
-def _fourier_shifted(array, offset):
-    """Shift an odd-sized kernel by ``offset`` (fine pixels) with a Fourier phase ramp."""
+def fourier_shifted(array, offset):
+    """Shift an odd-sized kernel by ``offset`` (fine pixels) with a Fourier phase ramp.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Odd-sized 2-D kernel, centred on its central pixel.
+    offset : tuple of float
+        ``(ox, oy)`` displacement, in pixels of ``array``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The kernel shifted (band-limited), zero-padded by
+        ``ceil(max(|ox|, |oy|)) + 2`` pixels on each side and normalised to
+        sum 1; a copy of ``array`` when the offset is zero.
+    """
     ox, oy = offset
     if ox == 0 and oy == 0:
         return array.copy()
@@ -284,7 +299,7 @@ def read_psf(source, *, scale):
     FileNotFoundError
         If the path does not exist.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     if isinstance(source, PSF):
         return source
     if source is None:
@@ -316,7 +331,7 @@ def _read_psf_fits(path, scale):
             return array, scale
         value = hdu.header[key]
     try:
-        oversampling = _check_scale(value)
+        oversampling = check_scale(value)
     except (TypeError, ValueError):
         raise ValueError(f"{path}: header keyword {key}={value!r} must be a positive integer "
                          "(the PSF's pixels per detector pixel); fix the header or pass the "
@@ -338,14 +353,48 @@ def _checked_array(array, name):
     return a
 
 
-def _positive(value, name):
+def check_positive(value, name):
+    """Validate a positive finite number (a PSF width, a FWHM guess) and return it as a float.
+
+    Parameters
+    ----------
+    value : float
+        The value to check.
+    name : str
+        Its name, for the error message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not finite or not > 0.
+    """
     value = float(value)
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return value
 
 
-def _check_scale(scale):
+def check_scale(scale):
+    """Validate a sampling factor (fine pixels per input pixel) and return it as an int.
+
+    Parameters
+    ----------
+    scale : int
+        The factor; an integral float is accepted.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        If ``scale`` is not an integer >= 1.
+    """
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     return int(scale)

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 from scipy import fft, ndimage
 
-from . import ArrayPSF, GaussianPSF, _check_scale, _fourier_shifted, _positive
+from . import ArrayPSF, GaussianPSF, check_positive, check_scale, fourier_shifted
 from ..nddata import saturated_pixels
 from .stars import ADVICE, column as _column, psf_stars
 
@@ -66,13 +66,13 @@ def estimate_psf(ccd, *, fwhm_guess=None, snr=5.0, max_stars=200, min_stars=3,
     """
     snr, max_stars, min_stars = _check_selection(snr, max_stars, min_stars)
     ccd = ccd if hasattr(ccd, "data") else _Plain(ccd)
-    sub, mask, std = _sky_subtracted(ccd)
+    sub, mask, std = sky_subtracted(ccd)
     saturated = _saturated(ccd, saturation)
-    guess = 3.0 if fwhm_guess is None else _positive(fwhm_guess, "fwhm_guess")
+    guess = 3.0 if fwhm_guess is None else check_positive(fwhm_guess, "fwhm_guess")
     try:
         stars = psf_stars(sub, mask, std, saturated, fwhm=guess, snr=snr, max_stars=max_stars,
                           min_stars=min_stars)
-        found = _observed_fwhm(stars["sigma_psf"])
+        found = observed_fwhm(stars["sigma_psf"])
         if abs(found / guess - 1.0) > 0.3:
             stars = psf_stars(sub, mask, std, saturated, fwhm=found, snr=snr,
                               max_stars=max_stars, min_stars=min_stars)
@@ -103,8 +103,20 @@ def _check_selection(snr, max_stars, min_stars):
     return float(snr), int(max_stars), int(min_stars)
 
 
-def _observed_fwhm(sigma):
-    """FWHM a star finder sees: the PSF's width with the pixel's 1/12 variance added."""
+def observed_fwhm(sigma):
+    """FWHM a star finder sees: the PSF's width with the pixel's 1/12 variance added.
+
+    Parameters
+    ----------
+    sigma : float or array_like
+        Gaussian sigma of the PSF, input pixels (before the pixel response).
+
+    Returns
+    -------
+    float
+        FWHM, input pixels, of the PSF convolved with the pixel (variance
+        ``sigma**2 + 1/12``).
+    """
     return float(2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(sigma ** 2 + 1.0 / 12.0))
 
 
@@ -230,7 +242,7 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
     """
     from ..nddata import as_frames, shift_array
 
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     if not (np.isfinite(snr) and snr > 0):
         raise ValueError(f"snr must be a positive number, got {snr}")
     if int(max_stars) != max_stars or max_stars < 3:
@@ -239,13 +251,13 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
         raise ValueError(f"size must be an odd integer >= 3 (fine pixels), got {size}")
     ccds = as_frames(frames, hdu=hdu)
     offsets = shift_array(shifts, len(ccds))
-    images = [_sky_subtracted(c) for c in ccds]
+    images = [sky_subtracted(c) for c in ccds]
     ref = int(np.argmin(np.hypot(offsets[:, 0], offsets[:, 1])))
     sub, mask, std = images[ref]
     if fwhm_guess is None:
         fwhm = _measured_fwhm(sub, mask, snr)
     else:
-        fwhm = _positive(fwhm_guess, "fwhm_guess")
+        fwhm = check_positive(fwhm_guess, "fwhm_guess")
     half = int(np.ceil(_STAMP_RADIUS * fwhm)) + 1
     if size is not None:
         half = max(half, int(np.ceil((size // 2 + 1) / scale)))
@@ -264,8 +276,29 @@ def estimate_stack_psf(frames, shifts, *, scale, fwhm_guess=None, snr=30.0, max_
                     oversampling=scale)
 
 
-def _sky_subtracted(ccd):
-    """(data - sky, bad-pixel mask, sky noise) of a frame; sky = sigma-clipped median."""
+def sky_subtracted(ccd):
+    """A frame's data less its sky, its bad-pixel mask and its sky noise.
+
+    Parameters
+    ----------
+    ccd : astropy.nddata.CCDData or NDData-like
+        A frame: ``.data``, and an optional boolean ``.mask``.
+
+    Returns
+    -------
+    sub : numpy.ndarray
+        ``data - sky`` (float), 0 on bad pixels; the sky is the 3-sigma
+        clipped median of the good pixels.
+    mask : numpy.ndarray of bool
+        Bad pixels: NaN, inf or masked.
+    std : float
+        Clipped standard deviation about the sky (the sky noise).
+
+    Raises
+    ------
+    ValueError
+        If the frame has no usable pixel, or no noise about its sky.
+    """
     from astropy.stats import sigma_clipped_stats
 
     data = np.asarray(ccd.data, dtype=float)
@@ -297,7 +330,7 @@ def _measured_fwhm(sub, mask, snr):
         raise ValueError("estimate_stack_psf: fewer than 3 isolated stars agree on a FWHM in "
                          f"the reference frame ({reason}); give fwhm_guess=, or {ADVICE}"
                          ) from None
-    return _observed_fwhm(psf.sigma)
+    return observed_fwhm(psf.sigma)
 
 
 def _isolated_stars(sub, mask, std, *, fwhm, snr, half, saturated, offsets, max_stars):
@@ -545,7 +578,7 @@ def _recentred(a, offset=None, *, clip=True):
     if ox == 0 and oy == 0:
         return np.clip(a, 0.0, None) if clip else a.copy()
     pad = int(np.ceil(max(abs(ox), abs(oy)))) + 2
-    out = _fourier_shifted(a, (-ox, -oy))[pad:-pad, pad:-pad]
+    out = fourier_shifted(a, (-ox, -oy))[pad:-pad, pad:-pad]
     return np.clip(out, 0.0, None) if clip else out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import GaussianPSF, MoffatPSF
-from .estimate import _observed_fwhm, _sky_subtracted, estimate_psf
+from .estimate import estimate_psf, observed_fwhm, sky_subtracted
 from .stars import ADVICE
 
 __all__ = ["fit_stack_psf"]
@@ -84,7 +84,7 @@ def fit_stack_psf(frames, shifts, *, fwhm_guess=None, snr=5.0, max_stars=30, sat
 
     ccds = as_frames(frames, hdu=hdu)
     offsets = shift_array(shifts, len(ccds))
-    images = [_sky_subtracted(c) for c in ccds]
+    images = [sky_subtracted(c) for c in ccds]
     ref = int(np.argmin(np.hypot(offsets[:, 0], offsets[:, 1])))
     sub, mask, std = images[ref]
     fwhm, x, y = _point_sources(ccds[ref], sub.shape, offsets - offsets[ref],
@@ -123,7 +123,7 @@ def _point_sources(ccd, shape, offsets, *, fwhm_guess, snr, max_stars, saturatio
     except ValueError as exc:
         raise ValueError(str(exc).replace("estimate_psf:", "fit_stack_psf: in the reference "
                                           "frame,", 1)) from None
-    fwhm = _observed_fwhm(found.sigma)
+    fwhm = observed_fwhm(found.sigma)
     x, y = found.fit_info["x"], found.fit_info["y"]
     half = int(np.ceil(_STAMP_FWHM * fwhm)) + 1
     ny, nx = shape

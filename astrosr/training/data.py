@@ -64,11 +64,31 @@ def training_images(paths=None, *, include_hdf=True, n_synthetic=8, synthetic_si
     list of numpy.ndarray
         float32, non-negative 2-D images (flux per fine pixel).
     """
-    return _collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed)[0]
+    return collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed)[0]
 
 
-def _collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed):
-    """Images and a description of each source, for the model card."""
+def collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed):
+    """The truths of `training_images`, and a description of each source for the model card.
+
+    Parameters
+    ----------
+    paths, include_hdf, n_synthetic, synthetic_size, seed
+        As in `training_images`.
+
+    Returns
+    -------
+    images : list of numpy.ndarray
+        The truths, as `training_images` returns them.
+    described : list of dict
+        One entry per FITS file (``source``, ``path``, ``shape``), one for
+        the Hubble Deep Field, and one for all the synthetic skies
+        (``source``, ``n``, ``size``, ``seed``).
+
+    Raises
+    ------
+    ValueError
+        If there is no image at all.
+    """
     images, described = [], []
     for path in _fits_paths(paths):
         images.append(_read_truth(path))
@@ -78,9 +98,9 @@ def _collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed):
 
         images.append(hubble_deep_field().astype(np.float32))
         described.append({"source": "skimage.data.hubble_deep_field", "shape": [512, 512]})
-    n_synthetic = _check_int(n_synthetic, "n_synthetic", minimum=0)
+    n_synthetic = check_int(n_synthetic, "n_synthetic", minimum=0)
     rng = np.random.default_rng(seed)
-    images += [_synthetic_sky(rng, synthetic_size) for _ in range(n_synthetic)]
+    images += [synthetic_sky(rng, synthetic_size) for _ in range(n_synthetic)]
     if n_synthetic:
         described.append({"source": "astrosr.simulate.make_sky", "n": n_synthetic,
                           "size": int(synthetic_size), "seed": seed})
@@ -133,7 +153,22 @@ def _read_truth(path):
     return (data * (1000.0 / peak)).astype(np.float32)
 
 
-def _synthetic_sky(rng, size):
+def synthetic_sky(rng, size):
+    """One random synthetic sky (`astrosr.simulate.make_sky`), as `training_images` draws them.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the numbers of stars (20-299) and galaxies (0-15), the
+        nebulosity (70 % of the time) and its flux; advanced.
+    size : int
+        Side of the sky, fine pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``(size, size)``.
+    """
     sky = simulate.make_sky(
         (size, size), n_stars=int(rng.integers(20, 300)), n_galaxies=int(rng.integers(0, 16)),
         nebula=bool(rng.random() < 0.7), nebula_flux=float(np.exp(rng.uniform(0.0, np.log(100.0)))),
@@ -271,7 +306,7 @@ def training_pairs(images, n, *, scale=4, patch=24, degradation=None, seed=None)
     """
     rng = np.random.default_rng(seed)
     deg = degradation or Degradation()
-    scale, patch, n = (_check_int(v, k) for k, v in (("scale", scale), ("patch", patch), ("n", n)))
+    scale, patch, n = (check_int(v, k) for k, v in (("scale", scale), ("patch", patch), ("n", n)))
     usable = [np.asarray(im, dtype=np.float32) for im in images]
     usable = [im for im in usable if im.ndim == 2 and min(im.shape) >= patch * scale]
     if not usable:
@@ -298,7 +333,7 @@ def _one_pair(img, rng, deg, scale, patch):
     margin = min(math.ceil((kernel.shape[0] // 2) / scale), deg.max_margin, room)
     size = (patch + 2 * margin) * scale
     y0, x0 = (int(rng.integers(0, d - size + 1)) for d in img.shape)
-    crop = _augment(img[y0:y0 + size, x0:x0 + size], rng) * np.float32(flux)
+    crop = augment(img[y0:y0 + size, x0:x0 + size], rng) * np.float32(flux)
     frame = simulate.observe(crop, shifts=[[0.0, 0.0]], scale=scale,
                              psf=ArrayPSF(kernel, oversampling=scale), sky=sky,
                              read_noise=read_noise, seed=rng).frames[0]
@@ -308,8 +343,22 @@ def _one_pair(img, rng, deg, scale, patch):
             frame.uncertainty.array[inner, inner], kernel)
 
 
-def _augment(crop, rng):
-    """One of the 8 symmetries of the square."""
+def augment(crop, rng):
+    """One of the 8 symmetries of the square, drawn at random.
+
+    Parameters
+    ----------
+    crop : numpy.ndarray
+        Square image, or stack of square images on the first two axes.
+    rng : numpy.random.Generator
+        Draws the rotation (a multiple of 90 degrees) and the flip; advanced.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view of ``crop``, rotated in the plane of its first two axes and
+        perhaps flipped left-right.
+    """
     crop = np.rot90(crop, int(rng.integers(4)))
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
@@ -324,8 +373,25 @@ def _fit_kernel(kernel, side):
     return k / k.sum()
 
 
-def _split_validation(images, crop):
-    """Hold out a band at the bottom of each image tall enough; training never sees it."""
+def split_validation(images, crop):
+    """Hold out a band at the bottom of each image tall enough; training never sees it.
+
+    Parameters
+    ----------
+    images : list of numpy.ndarray
+        2-D truths.
+    crop : int
+        Side of the crops drawn from them, fine pixels.
+
+    Returns
+    -------
+    train_images : list of numpy.ndarray
+        Every image; those at least ``3 * crop`` tall and ``crop`` wide lose
+        their bottom band.
+    val_images : list of numpy.ndarray
+        The bands held out: ``max(crop, 15 %)`` of the height of each image
+        tall enough (empty if none is).
+    """
     train_imgs, val_imgs = [], []
     for im in images:
         if im.shape[0] >= 3 * crop and im.shape[1] >= crop:
@@ -337,7 +403,27 @@ def _split_validation(images, crop):
     return train_imgs, val_imgs
 
 
-def _check_int(value, name, *, minimum=1):
+def check_int(value, name, *, minimum=1):
+    """Validate an integer option (a count, a size) and return it as an int.
+
+    Parameters
+    ----------
+    value : int
+        The value to check; an integral float is accepted, a bool is not.
+    name : str
+        Its name, for the error message.
+    minimum : int
+        Least value allowed.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a bool, not integral or less than ``minimum``.
+    """
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)

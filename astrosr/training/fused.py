@@ -16,7 +16,7 @@ import numpy as np
 from .. import simulate
 from ..fusion import fuse
 from ..models.transform import stack_softening
-from .data import Degradation, TrainingPairs, _augment, _check_int
+from .data import Degradation, TrainingPairs, augment, check_int
 
 __all__ = ["FusedPairs"]
 
@@ -83,7 +83,7 @@ class FusedPairs:
 
         rng = np.random.default_rng(seed)
         deg = degradation or Degradation()
-        n, scale, size = (_check_int(v, k) for k, v in (("n", n), ("scale", scale), ("size", size)))
+        n, scale, size = (check_int(v, k) for k, v in (("n", n), ("scale", scale), ("size", size)))
         crop = (size + 2 * MARGIN) * scale
         usable = [np.asarray(im, np.float32) for im in images if min(np.shape(im)) >= crop]
         if not usable:
@@ -116,7 +116,7 @@ class FusedPairs:
 
     def split(self, n_val):
         """``(train, validation)``: the last ``n_val`` pairs held out."""
-        n_val = _check_int(n_val, "n_val")
+        n_val = check_int(n_val, "n_val")
         if n_val >= len(self):
             raise ValueError(f"n_val must be smaller than the {len(self)} pairs")
         cut = len(self) - n_val
@@ -135,7 +135,7 @@ class FusedPairs:
             i = int(rng.integers(len(self)))
             y0, x0 = (int(rng.integers(0, side - patch + 1)) for _ in range(2))
             both = np.stack([self.fused[i], self.truth[i]])[:, y0:y0 + patch, x0:x0 + patch]
-            x[:, k] = _augment(both.transpose(1, 2, 0), rng).transpose(2, 0, 1)
+            x[:, k] = augment(both.transpose(1, 2, 0), rng).transpose(2, 0, 1)
             soft[k] = self.softening[i]
         # No coarse observation exists at scale 1: the consistency term is off
         # for refinement (the pipeline holds the output to the frames instead).
@@ -148,7 +148,7 @@ def _fused_pair(img, rng, deg, scale, n_frames, size, method):
     psf_model, sky, read_noise, flux = deg.draw(rng)
     side = (size + 2 * MARGIN) * scale
     y0, x0 = (int(rng.integers(0, d - side + 1)) for d in img.shape)
-    truth = _augment(img[y0:y0 + side, x0:x0 + side], rng) * np.float32(flux)
+    truth = augment(img[y0:y0 + side, x0:x0 + side], rng) * np.float32(flux)
     stack = simulate.observe(truth, n_frames=n_frames, scale=scale, psf=psf_model, sky=sky,
                              read_noise=read_noise, seed=rng)
     frames = stack.frames

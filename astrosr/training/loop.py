@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (CONSISTENCY_RADIUS, VAL_SEED, Degradation, _check_int, _collect_images,
-                   _split_validation, _synthetic_sky, training_pairs)
+from .data import (CONSISTENCY_RADIUS, VAL_SEED, Degradation, check_int, collect_images,
+                   split_validation, synthetic_sky, training_pairs)
 
 __all__ = ["train", "STAGES", "MODELS", "LOSS_WEIGHTS"]
 
@@ -136,17 +136,17 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
 
     stage = _check_stage(model, stage)
     weights = _loss_weights(stage, loss_weights)
-    steps, batch_size, patch = (_check_int(steps, "steps"), _check_int(batch_size, "batch_size"),
-                                _check_int(patch, "patch", minimum=4))
+    steps, batch_size, patch = (check_int(steps, "steps"), check_int(batch_size, "batch_size"),
+                                check_int(patch, "patch", minimum=4))
     if lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
     keras.utils.set_random_seed(seed)
     model = _resolve_model(model, scale, model_options)
     if pairs is not None:
-        data = _PairData(pairs, model.scale, patch, _check_int(n_val, "n_val"))
+        data = _PairData(pairs, model.scale, patch, check_int(n_val, "n_val"))
     else:
         data = _Data(images, paths, include_hdf, n_synthetic, seed, model.scale, patch,
-                     degradation or Degradation(), _check_int(n_val, "n_val"))
+                     degradation or Degradation(), check_int(n_val, "n_val"))
     lr = {"initial": float(learning_rate), "schedule": lr_schedule,
           "final_fraction": float(final_lr_fraction), "decay_steps": steps}
     trainer = _Trainer(model, stage, weights, lr, vgg19_weights, patch)
@@ -156,8 +156,8 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     csv_path = Path(csv) if csv else (ckpt.directory / "metrics.csv" if ckpt else None)
     _prepare_csv(csv_path, state["step"])
     loop = {"steps": steps, "batch_size": batch_size,
-            "steps_per_epoch": _check_int(steps_per_epoch, "steps_per_epoch"),
-            "checkpoint_every": _check_int(checkpoint_every, "checkpoint_every")}
+            "steps_per_epoch": check_int(steps_per_epoch, "steps_per_epoch"),
+            "checkpoint_every": check_int(checkpoint_every, "checkpoint_every")}
     metrics, last = _run(trainer, data, rng, state, loop, ckpt, csv_path, progress)
     model.card["training"] = _training_card(
         model, stage, weights, data, state, loop, patch, lr, vgg19_weights, seed, last,
@@ -200,7 +200,7 @@ def _set_threads(threads):
 
     import tensorflow as tf
 
-    threads = _check_int(threads, "threads")
+    threads = check_int(threads, "threads")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -249,7 +249,7 @@ class _Data:
         if images is not None and paths is not None:
             raise ValueError("give images (arrays) or paths (FITS files), not both")
         if images is None:
-            images, self.described = _collect_images(paths, include_hdf, n_synthetic, 256, seed)
+            images, self.described = collect_images(paths, include_hdf, n_synthetic, 256, seed)
         else:
             images = [np.asarray(im, dtype=np.float32) for im in images]
             self.described = [{"source": "arrays", "n": len(images),
@@ -257,12 +257,12 @@ class _Data:
         self.scale, self.patch, self.deg = scale, patch, deg
         self.degradation = deg.to_dict()
         crop = (patch + 2 * deg.max_margin) * scale
-        self.train_images, val_images = _split_validation(images, crop)
+        self.train_images, val_images = split_validation(images, crop)
         if val_images:
             self.validation = f"bottom bands of {len(val_images)} image(s), never trained on"
         else:
             size = max(256, 2 * crop)
-            val_images = [_synthetic_sky(np.random.default_rng(VAL_SEED), size)]
+            val_images = [synthetic_sky(np.random.default_rng(VAL_SEED), size)]
             self.validation = f"a synthetic sky ({size}x{size}, seed {VAL_SEED}) never trained on"
         self.val = training_pairs(val_images, n_val, scale=scale, patch=patch, degradation=deg,
                                   seed=VAL_SEED)

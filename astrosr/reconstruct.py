@@ -1,0 +1,358 @@
+"""The Richardson-Lucy engine: noise model, start, stopping rules, outliers (core layer).
+
+Plain arrays in, plain arrays out: a *stack* here is anything with cubes
+``data``, ``var`` and ``good`` of shape ``(n, ny, nx)`` (`astrosr.FrameStack`,
+or one frame), and an *operator* is `astrosr.forward.ObservationOperator`
+(shifts, FFT) or `astrosr.forward.PixmapOperator` (any geometry): the
+observation model with its exact adjoint. `astrosr.fuse` (reconstruct),
+`astrosr.enhance` (observation consistency) and `astrosr.MultiFrameSR` call
+these public names.
+
+Multi-frame Richardson-Lucy is the maximum-likelihood estimator for Poisson
+data; each frame is put on a count scale from its variance (`PoissonNoise`),
+accelerated as Biggs & Andrews (1997). Outliers (`clean_mask`) are judged
+against the model observed through each frame's geometry, as DrizzlePac's
+``driz_cr``.
+"""
+
+import warnings
+
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+from scipy import ndimage
+
+from .progress import progress_bar
+
+__all__ = ["PoissonNoise", "richardson_lucy", "start_image", "clean_mask", "median_model",
+           "reject_against", "CONVERGED_TOL"]
+
+#: Reconstruct's default stopping rule: converged when an iteration moves less
+#: than this fraction of the image's structure.
+CONVERGED_TOL = 1e-4
+# Rejection: a frame pixel is an outlier when |data - model| exceeds
+# kappa * sigma + _DERIV_SCALE * (local spread of the model), DrizzlePac's form.
+_DERIV_SCALE = 0.7
+# Rounds of rejection against provisional models of this many iterations.
+_REJECT_ROUNDS = 3
+_PROVISIONAL_ITER = 30
+# Fine pixels (in the unobserved margin) seen with less than this fraction of
+# the best coverage are not solved for: RL is unstable where the data barely
+# constrain the sky.
+_MIN_COVERAGE = 1e-3
+# Frames with a flat variance are modelled as Poisson counts with this many
+# counts on the sky (1/10 relative noise): nearly Gaussian, yet quick to converge.
+_FLAT_COUNTS = 100.0
+# The discrepancy rule gives up when the chi-square has not fallen for this many iterations.
+_STALL_ITER = 30
+
+
+# --------------------------------------------------------------------------- outliers
+
+
+def median_model(singles):
+    """Robust first model from per-frame fine images ``(n, NY, NX)`` (NaN where a frame is absent).
+
+    The median over frames, so that a cosmic ray in one frame cannot hide;
+    returns ``(image, covered)``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels off the field
+        model = np.nanmedian(singles, axis=0)
+    return np.nan_to_num(model), np.isfinite(model)
+
+
+def reject_against(stack, plain, model, kappa):
+    """Outliers against a fine model ``(image, covered)`` observed without PSF by ``plain``.
+
+    Only frame pixels that the model covers entirely are judged; the limit
+    allows for the blurred model's error at sharp features.
+    """
+    image, covered = model
+    predicted = plain.crop_frames(plain.forward(plain.embed_image(image)))
+    judged = plain.crop_frames(plain.forward(plain.embed_image(covered.astype(float)))) > 0.999
+    limit = kappa * np.sqrt(np.where(stack.good, stack.var, np.inf))
+    limit = limit + _DERIV_SCALE * _local_spread(predicted)
+    return stack.good & judged & (np.abs(stack.data - predicted) > limit)
+
+
+def _local_spread(cube):
+    """Largest difference of each pixel from its 8 neighbours (the model's sharpness)."""
+    size = (1, 3, 3)
+    return np.maximum(ndimage.maximum_filter(cube, size=size) - cube,
+                      cube - ndimage.minimum_filter(cube, size=size))
+
+
+def clean_mask(stack, op, noise, kappa, first):
+    """Good-pixel mask without outliers, and the provisional model it was judged by.
+
+    ``first`` is the first guess of the outliers, judged against the median of
+    the frames on the fine grid (`median_model`, `reject_against`: robust,
+    but blurred, hence the allowance for sharp features). Then provisional models are fitted
+    and each frame is compared with its prediction: outliers beyond ``kappa``
+    sigma are flagged, and pixels flagged before come back if the model fits
+    them. Stops when the mask no longer changes.
+    """
+    good = stack.good & ~first
+    # Only pixels whose footprint the model fully covers are judged: at the
+    # frames' edges the sky beyond the field is barely constrained.
+    judged = op.crop_frames(op.forward(_observed(op, stack.good).astype(float))) > 0.999
+    image = None
+    for _ in range(_REJECT_ROUNDS):
+        image, _info = richardson_lucy(op, stack, good, noise, image, -np.inf, _PROVISIONAL_ITER)
+        resid = noise.above(stack.data) - op.crop_frames(op.forward(image))
+        new = stack.good & ~(judged & (np.abs(resid) > kappa * np.sqrt(stack.var)))
+        if np.array_equal(new, good):
+            break
+        good = new
+    return good, image
+
+
+class PoissonNoise:
+    """Frames as scaled Poisson counts: ``variance = gain_f * (model + pedestal_f + b_f)``.
+
+    Richardson-Lucy is the maximum-likelihood estimator for Poisson data, so
+    each frame is put on a count scale: ``gain_f`` and the effective
+    background ``b_f`` (sky plus read-noise variance, in data units; the
+    standard shift of Snyder et al. 1993 for read noise) come from a straight
+    line fitted to the variance against the data. ``background`` (one value
+    per frame, 0 included) given by the user replaces ``b_f``; None: fitted.
+
+    A frame whose sky level departs from zero by more than its noise (a sky
+    or bias pedestal that was not subtracted, or an over-subtracted one) has
+    that level, less one sigma of slack, as its ``pedestal``: a known
+    background of the Poisson model, not light of the image. The image then
+    holds only the light above the sky, as for sky-subtracted frames, so the
+    iterations converge on the sources and the stopping rules measure them,
+    not the pedestal; the mean pedestal is added back to the result.
+    """
+
+    def __init__(self, stack, background=None):
+        n = len(stack)
+        self.gain, self.background, self.pedestal = np.ones(n), np.zeros(n), np.zeros(n)
+        given = background is not None
+        for i, (d, v, g) in enumerate(zip(stack.data, stack.var, stack.good)):
+            sigma = float(np.sqrt(np.median(v[g])))
+            floor = _sky_floor(d, g, sigma)
+            line = None if given else _variance_line(d[g], v[g])
+            if line is None and not given:
+                # Flat variance (no Poisson term seen, e.g. a frame without
+                # uncertainty): Gaussian noise, as Poisson counts of
+                # _FLAT_COUNTS on the sky, in any unit.
+                self.gain[i] = sigma / np.sqrt(_FLAT_COUNTS)
+                self.pedestal[i] = _pedestal(floor, sigma, np.inf)
+                self.background[i] = np.sqrt(_FLAT_COUNTS) * sigma - self.pedestal[i]
+                continue
+            self.gain[i], self.background[i] = line if line is not None else (1.0, background[i])
+            self.pedestal[i] = _pedestal(floor, sigma, floor[0] + self.background[i])
+        self.source = "background=" if given else "variance vs data fit"
+
+    def above(self, data):
+        """The frames ``(n, ny, nx)`` less their pedestals."""
+        return data - self.pedestal[:, None, None]
+
+    def mean_pedestal(self):
+        """The pedestal restored to the result: the mean over frames, per input pixel."""
+        return float(np.mean(self.pedestal))
+
+
+def _sky_floor(frame, good, sigma, box=5):
+    """A frame's darkest level, and whether most of the frame is one flat sky at that level.
+
+    The darkest level is the 1st percentile of the ``box x box`` local means
+    (they average the noise down). Where it lies within 2 sigma of the
+    frame's sigma-clipped median, most of the frame is one flat sky.
+    """
+    num = ndimage.uniform_filter(np.where(good, frame, 0.0), box)
+    den = ndimage.uniform_filter(good.astype(float), box)
+    low = float(np.percentile((num / np.maximum(den, 1e-12))[good & (den > 0.5)], 1.0))
+    _, median, _ = sigma_clipped_stats(frame[good], sigma=3.0, maxiters=5)
+    return low, bool(median - low < 2.0 * sigma)
+
+
+def _pedestal(floor, sigma, sky_counts):
+    """A frame's pedestal from its darkest level ``(low, flat)``: ``low`` less one sigma, or 0.
+
+    A frame whose darkest light lies below zero beyond the noise (an
+    over-subtracted bias or sky) needs one, or a non-negative image could not
+    fit it. One whose flat sky lies above zero beyond the noise (a sky or bias
+    pedestal) gets one. Sky-subtracted frames (the darkest light within the
+    noise of zero) and fields filled with emission (no flat sky: the finer
+    grid may hold darker sky between the sources than any frame pixel shows)
+    get none. ``sky_counts`` is the Poisson mean of the darkest sky without
+    the pedestal (in data units); the pedestal leaves at least a tenth of
+    it, so the model stays positive.
+    """
+    low, flat = floor
+    wanted = low < -2.0 * sigma or (flat and low > sigma)
+    if not wanted or not sky_counts > 0:
+        return 0.0
+    return float(max(low - sigma, low - 0.9 * sky_counts))
+
+
+def _variance_line(data, var):
+    """Fit ``var = gain * (data + b)`` robustly: ``(gain, b)``, or None for a flat variance."""
+    lo, hi = np.percentile(data, [5, 99.5])
+    edges = np.linspace(lo, hi, 21)
+    idx = np.digitize(data, edges)
+    x, y = [], []
+    for k in range(1, len(edges)):
+        sel = idx == k
+        if sel.sum() >= 10:
+            x.append(np.median(data[sel]))
+            y.append(np.median(var[sel]))
+    if len(x) >= 3:
+        slope, intercept = np.polyfit(x, y, 1)
+        if slope > 0 and intercept > 0:
+            return float(slope), float(intercept / slope)
+    return None
+
+
+def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepancy",
+                     sources=None, progress=False):
+    """Multi-frame Richardson-Lucy with Biggs-Andrews acceleration.
+
+    The image is the light above each frame's pedestal (`PoissonNoise`).
+    Stopping rules: ``"discrepancy"`` stops at the first iterate whose model
+    reproduces the frames with reduced chi-square <= 1 + tol (default tol:
+    3 standard deviations of a perfect model's reduced chi-square), the
+    smallest departure from the start that the data allow. With ``sources``
+    (a mask of the frames' pixels), the chi-square over those pixels alone
+    must also pass, with its own tolerance: over a whole image the sky's
+    many pixels hide misfits of the sources (a star's flux), which are what
+    photometry measures. When the frames cannot be fitted that well (a wrong
+    PSF), it ends when the chi-square has stopped falling for `_STALL_ITER`
+    iterations, or at ``max_iter``, and returns the iterate that fitted best.
+    ``"converged"`` runs to the maximum-likelihood solution: it stops when an
+    iteration moves less than ``tol`` (default `CONVERGED_TOL`) of the
+    image's structure (its flux above its own median: what the data
+    constrain, never a sky pedestal). The returned ``chi2`` is that of the
+    returned image.
+    """
+    b = noise.background[:, None, None]
+    data = noise.above(stack.data)
+    inv_gain = (1.0 / noise.gain)[:, None, None]
+    counts = op.embed_frames(np.where(good, np.clip(stack.data + b, 0.0, None), 0.0))
+    bg = op.embed_frames(np.broadcast_to(b + noise.pedestal[:, None, None], stack.data.shape))
+    weight = op.embed_frames(np.where(good, inv_gain, 0.0))
+    norm = op.adjoint(weight)
+    observed = _observed(op, good, norm)
+    fit = _FitMeasure(op, data, stack.var, good, sources)
+    if tol is None:
+        tol = 3.0 * np.sqrt(2.0 / fit.n_pix) if stop == "discrepancy" else CONVERGED_TOL
+    if start is None:
+        level = max(float(np.sum(np.where(good, data, 0)) / fit.n_pix) / op.scale ** 2, 1e-3)
+        start = np.where(observed, level, 0.0)
+    # Zero outside the observed pixels, so the update needs no masking.
+    inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0)
+    x, previous, step, step_before = start, None, None, None
+    best, stopped = (np.inf, None, None), "max_iter"
+    bar = progress_bar(total=int(max_iter), desc="Richardson-Lucy", unit="iteration",
+                       enabled=progress)
+    for it in range(1, int(max_iter) + 1):
+        bar.update()
+        y = _extrapolate(x, previous, step, step_before)
+        predicted = op.forward(y)
+        chi2, chi2_src = fit.chi2(predicted)
+        if stop == "discrepancy":
+            if chi2 <= 1.0 + tol and chi2_src <= 1.0 + fit.tol_src:
+                x, stopped = y, "discrepancy"
+                break
+            if chi2 < best[0] * (1.0 - 1e-4):
+                best = (chi2, y, it)
+            elif it - best[2] >= _STALL_ITER:
+                stopped = "stalled"
+                break
+        ratio = weight * counts / np.maximum(predicted + bg, 1e-12)
+        new = op.adjoint(ratio)
+        new *= y
+        new *= inv_norm
+        step_before, step = step, new - y
+        previous, x = x, new
+        if stop == "converged":
+            change = float(np.sum(np.abs(step)) / max(_structure(y, observed), 1e-300))
+            if change < tol:
+                stopped = "converged"
+                break
+    bar.close()
+    if stop == "discrepancy" and stopped != "discrepancy":
+        x = best[1] if best[1] is not None else x  # the iterate that fitted best
+    if stopped != "discrepancy":
+        chi2, chi2_src = fit.chi2(op.forward(x))
+    info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source,
+            "chi2_sources": chi2_src if fit.n_src else None}
+    return x, info
+
+
+class _FitMeasure:
+    """Reduced chi-square of the frames (and of their source pixels) against a model."""
+
+    def __init__(self, op, data, var, good, sources):
+        self.op, self.data = op, data
+        self.inv_var = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0)
+        self.n_pix = int(good.sum())
+        self.sources = None if sources is None else sources & good
+        self.n_src = 0 if self.sources is None else int(self.sources.sum())
+        self.tol_src = 3.0 * np.sqrt(2.0 / max(self.n_src, 1))
+
+    def chi2(self, predicted):
+        """``(chi2_red, chi2_red of the source pixels or 0)`` of a predicted padded cube."""
+        chi2_map = self.inv_var * (self.data - self.op.crop_frames(predicted)) ** 2
+        chi2 = float(np.sum(chi2_map)) / self.n_pix
+        return chi2, (float(np.sum(chi2_map[self.sources])) / self.n_src if self.n_src else 0.0)
+
+
+def _structure(image, observed):
+    """The image's flux above its own median over the observed pixels (what the data constrain).
+
+    The median is taken on every 16th pixel: the same estimate, 16 times cheaper.
+    """
+    values = image[observed]
+    return float(np.sum(np.abs(values - np.median(values[::16]))))
+
+
+def start_image(op, fine, stack, good, noise):
+    """A positive first iterate on the padded grid from an image of the field.
+
+    The iterations work on the light above the frames' pedestals
+    (`PoissonNoise`), so the mean pedestal per fine pixel is taken off
+    ``fine`` (per-pixel flux on the output grid) first. Richardson-Lucy keeps
+    zeros at zero, so pixels are raised to a small floor; the unobserved
+    margin starts at the image's mean level. Raising negative noise adds
+    light, so the start is scaled to give, observed, the frames' total flux
+    above their pedestals (which the iterations then keep).
+    """
+    fine = fine - noise.mean_pedestal() / op.scale ** 2
+    floor = 1e-3 * max(float(np.mean(np.abs(fine))), 1e-12)
+    inside = op.embed_image(np.ones(fine.shape)) > 0
+    start = np.where(inside, op.embed_image(np.clip(fine, floor, None)),
+                     max(float(np.mean(fine)), floor))
+    predicted = op.crop_frames(op.forward(start))
+    return start * np.sum(noise.above(stack.data)[good]) / max(float(np.sum(predicted[good])),
+                                                               1e-300)
+
+
+def _observed(op, good, norm=None):
+    """Fine pixels the frames constrain well enough to be solved for."""
+    if norm is None:
+        norm = op.adjoint(op.embed_frames(good.astype(float)))
+    return norm > _MIN_COVERAGE * norm.max()
+
+
+def _extrapolate(x, previous, step, step_before):
+    """Biggs & Andrews (1997) vector extrapolation of the RL iterates, kept >= 0.
+
+    Dot products by BLAS and one temporary array: 4x faster than the
+    element-wise expressions (an iteration on one 512x512 frame at scale 4:
+    18% faster).
+    """
+    if previous is None or step_before is None:
+        return x
+    before = step_before.ravel()
+    alpha = float(np.dot(step.ravel(), before)) / max(float(np.dot(before, before)), 1e-300)
+    alpha = min(max(alpha, 0.0), 0.98)
+    y = x - previous
+    y *= alpha
+    y += x
+    return np.maximum(y, 0.0, out=y)
+
+
