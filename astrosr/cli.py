@@ -451,12 +451,12 @@ def _train(args):
         raise ImportError("training needs TensorFlow and Keras 3: "
                           "pip install 'astrosr-gan[gan]'") from None
     from .models import SRModel
-    from .models.model import _paths
+    from .models.model import model_paths
     from .training import train
 
     model, options = _train_model(args, SRModel)
     scale = model.scale if isinstance(model, SRModel) else args.scale or 4
-    out = _paths(args.out or f"{args.model}-x{scale}")
+    out = model_paths(args.out or f"{args.model}-x{scale}")
     for p in out:  # before training, not after hours of it
         if p.exists() and not args.overwrite:
             raise FileExistsError(f"{p} exists: pass --overwrite to replace it")

@@ -298,32 +298,24 @@ def _edge_areas(p, q, left, bottom):
     slope = (y1 - y0) / np.where(dx == 0, 1.0, dx)  # unused where dx == 0 (no width)
     ya, yb = y0 + (xa - x0) * slope, y0 + (xb - x0) * slope
     low = np.minimum(ya, yb)[:, None, :] - bottom[:, :, None]
-    span = np.abs(yb - ya)
-    # The mean height of the clipped edge is (integral of the clipped height) / span,
-    # or the clipped height itself for a horizontal edge (span ~ 0).
-    flat = span <= _TINY_AREA
-    out = None
-    if flat.any():
-        out = np.clip(low + 0.5 * span[:, None, :], 0.0, 1.0)
-        out *= np.where(flat, width, 0.0)[:, None, :]
-    area = _clipped_integral(low, span[:, None, :])
-    area *= np.where(flat, 0.0, width / np.where(flat, 1.0, span))[:, None, :]
-    return area if out is None else area + out
+    return _mean_clipped(low, np.abs(yb - ya)[:, None, :]) * width[:, None, :]
 
 
-def _clipped_integral(low, span):
-    """Integral of ``clip(t, 0, 1)`` over ``t`` in ``[low, low + span]`` (overwrites ``low``)."""
+def _mean_clipped(low, span):
+    """Mean of ``clip(t, 0, 1)`` over ``t`` in ``[low, low + span]`` (``span`` may be 0).
+
+    Written without differences of nearly equal numbers: an edge that is
+    horizontal up to rounding (``span`` ~ 1e-12, from a WCS) must give the
+    same area as an exactly horizontal one.
+    """
     high = low + span
-    above = np.minimum(high - 1.0, span)  # length above 1
-    np.maximum(above, 0.0, out=above)
-    np.clip(high, 0.0, 1.0, out=high)
-    np.clip(low, 0.0, 1.0, out=low)
-    high *= high
-    low *= low
-    high -= low
-    high *= 0.5
-    high += above
-    return high
+    below = np.clip(-low, 0.0, span)         # length below 0
+    above = np.clip(high - 1.0, 0.0, span)   # length above 1
+    mid = 0.5 * (np.clip(low, 0.0, 1.0) + np.clip(high, 0.0, 1.0))
+    positive = span > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = ((span - below - above) * mid + above) / np.where(positive, span, 1.0)
+    return np.where(positive, mean, np.clip(low, 0.0, 1.0))
 
 
 class PixmapOperator:

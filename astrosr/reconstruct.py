@@ -164,7 +164,8 @@ def _sky_floor(frame, good, sigma, box=5):
     """
     num = ndimage.uniform_filter(np.where(good, frame, 0.0), box)
     den = ndimage.uniform_filter(good.astype(float), box)
-    low = float(np.percentile((num / np.maximum(den, 1e-12))[good & (den > 0.5)], 1.0))
+    inner = good & (den > 0.5)
+    low = float(np.percentile((num / np.maximum(den, 1e-12))[inner if inner.any() else good], 1.0))
     _, median, _ = sigma_clipped_stats(frame[good], sigma=3.0, maxiters=5)
     return low, bool(median - low < 2.0 * sigma)
 

@@ -32,7 +32,7 @@ from scipy import fft
 from .nddata import add_history, rescale_wcs, shift_wcs, wcs_from
 from .psf import GaussianPSF, as_psf
 
-__all__ = ["ObservedStack", "observe", "render", "make_sky", "default_shifts"]
+__all__ = ["ObservedStack", "observe", "render", "render_geometry", "make_sky", "default_shifts"]
 
 
 @dataclass
@@ -123,6 +123,67 @@ def render(truth, shifts, *, scale, psf, edge="reflect"):
     return out
 
 
+def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=None):
+    """Noise-free expected frames of a stack with any rigid or similarity geometry.
+
+    Each frame pixel integrates the PSF-convolved truth over its footprint
+    (its square mapped onto the truth's grid through the frame's transform,
+    DESIGN.md convention). The integral is a midpoint rule on
+    ``subsamples x subsamples`` points per frame pixel over the fine pixels
+    (flux per fine pixel, piecewise constant): written independently of the
+    exact polygon overlaps of `astrosr.forward.PixmapOperator`, so the two
+    check each other; they agree as ``subsamples`` grows.
+
+    Parameters
+    ----------
+    truth : array_like
+        Flux per fine pixel, shape divisible by ``scale``.
+    geometry : table or (n, 2) array
+        ``dx, dy`` and optionally ``rotation`` (deg) and ``scale`` of each
+        frame (`astrosr.geometry.geometry_table`).
+    scale : int
+        Fine pixels per detector pixel.
+    psf : `~astrosr.psf.PSF` or array
+    edge : {"reflect", "zero"}
+    subsamples : int, optional
+        Points per frame pixel along each axis (default ``4 * scale``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Cube ``(n, ny // scale, nx // scale)``.
+    """
+    from scipy import ndimage, signal
+
+    from .geometry import frame_transforms
+
+    truth = np.asarray(truth, dtype=float)
+    scale = int(scale)
+    ny, nx = truth.shape
+    if ny % scale or nx % scale:
+        raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
+    shape = (ny // scale, nx // scale)
+    kernel = as_psf(psf, oversampling=scale).kernel(scale)
+    r = max(kernel.shape) // 2
+    padded = np.pad(truth, r, mode={"reflect": "symmetric", "zero": "constant"}[edge])
+    sky = signal.fftconvolve(padded, kernel, mode="same")[r:r + ny, r:r + nx]
+    m = 4 * scale if subsamples is None else int(subsamples)
+    offsets = (np.arange(m) + 0.5) / m - 0.5
+    out = np.empty((len(geometry),) + shape)
+    mode = {"reflect": "mirror", "zero": "constant"}[edge]
+    for i, t in enumerate(frame_transforms(geometry, shape)):
+        jac = abs(np.linalg.det(t.matrix))
+        for row in range(shape[0]):
+            qy, qx = np.meshgrid(row + offsets, np.arange(shape[1])[:, None] + offsets,
+                                 indexing="ij")
+            px, py = t.frame_to_reference(qx.ravel(), np.broadcast_to(qy, qx.shape).ravel())
+            fx, fy = scale * (px + 0.5) - 0.5, scale * (py + 0.5) - 0.5
+            vals = ndimage.map_coordinates(sky, [np.round(fy), np.round(fx)], order=0,
+                                           mode=mode)
+            out[i, row] = vals.reshape(m, shape[1], m).mean(axis=(0, 2)) * scale ** 2 / jac
+    return out
+
+
 def _centred(kernel, shape):
     """Place a kernel in an array of ``shape`` with its centre at index (0, 0), wrapped."""
     arr = np.zeros(shape)
@@ -132,7 +193,8 @@ def _centred(kernel, shape):
 
 
 def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, read_noise=5.0,
-            gain=1.0, cosmic_ray_rate=0.0, bad_pixel_fraction=0.0, edge="reflect", seed=None):
+            gain=1.0, cosmic_ray_rate=0.0, bad_pixel_fraction=0.0, edge="reflect", seed=None,
+            geometry=None):
     """Simulate a dithered stack of exposures of a fine-grid sky.
 
     Parameters
@@ -167,15 +229,29 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
         What lies beyond the edges of the truth (see the module notes).
     seed : int or `numpy.random.Generator`, optional
         Seed: the same seed gives the same frames.
+    geometry : `~astropy.table.Table`, optional
+        Instead of ``shifts``: ``dx``, ``dy`` and ``rotation`` (deg) and/or
+        ``scale`` of each frame (DESIGN.md convention), rendered by
+        `render_geometry`. Each frame's WCS (when the truth has a linear
+        one) is the reference's seen through its transform.
 
     Returns
     -------
     ObservedStack
+        With a geometry, ``shifts`` is the geometry table.
     """
     rng = np.random.default_rng(seed)
     truth_ccd = _truth_ccd(truth)
     psf = GaussianPSF(1.0) if psf is None else as_psf(psf, oversampling=scale)
-    shifts = _shift_array(shifts, n_frames, rng)
+    if geometry is not None:
+        if shifts is not None:
+            raise ValueError("give shifts or geometry, not both")
+        from .geometry import geometry_table
+
+        geometry = geometry_table(geometry, len(geometry))
+        shifts = np.column_stack([geometry["dx"].value, geometry["dy"].value])
+    else:
+        shifts = _shift_array(shifts, n_frames, rng)
     for name, value in (("sky", sky), ("read_noise", read_noise), ("cosmic_ray_rate", cosmic_ray_rate),
                         ("bad_pixel_fraction", bad_pixel_fraction)):
         if not (np.isfinite(value) and value >= 0):
@@ -186,9 +262,13 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
         raise ValueError("truth must be non-negative (expected electrons per fine pixel)")
 
     # FFT round-off leaves values of order -1e-12 where the sky is empty.
-    expected = np.clip(render(truth_ccd.data, shifts, scale=scale, psf=psf, edge=edge), 0, None) + sky
+    noise_free = (render(truth_ccd.data, shifts, scale=scale, psf=psf, edge=edge) if geometry is None
+                  else render_geometry(truth_ccd.data, geometry, scale=scale, psf=psf, edge=edge))
+    expected = np.clip(noise_free, 0, None) + sky
     bad = rng.random(expected.shape[1:]) < bad_pixel_fraction
     ref_wcs = rescale_wcs(wcs_from(truth_ccd), 1.0 / scale)
+    frame_wcs = (_frame_wcs(ref_wcs, geometry, expected.shape[1:]) if geometry is not None
+                 else [shift_wcs(ref_wcs, dx, dy) for dx, dy in shifts])
     frames, crs = [], []
     for i, (mean, (dx, dy)) in enumerate(zip(expected, shifts)):
         counts = rng.poisson(mean) + rng.normal(0.0, read_noise, mean.shape)
@@ -198,13 +278,41 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
         data = data + cr
         data[bad] = np.where(rng.random(bad.sum()) < 0.5, 0.0, 60000.0)
         frames.append(CCDData(data, unit=u.electron, uncertainty=VarianceUncertainty(variance),
-                              mask=bad.copy(), wcs=shift_wcs(ref_wcs, dx, dy),
+                              mask=bad.copy(), wcs=frame_wcs[i],
                               meta=_frame_header(i, dx, dy, scale, psf, sky, read_noise, gain)))
         crs.append(cr > 0)
-    table = QTable({"frame": np.arange(len(shifts)), "dx": shifts[:, 0] * u.pix,
-                    "dy": shifts[:, 1] * u.pix})
+    table = geometry if geometry is not None else QTable(
+        {"frame": np.arange(len(shifts)), "dx": shifts[:, 0] * u.pix, "dy": shifts[:, 1] * u.pix})
     return ObservedStack(frames=frames, shifts=table, truth=truth_ccd, psf=psf, scale=int(scale),
                          cosmic_rays=crs)
+
+
+def _frame_wcs(ref_wcs, geometry, shape):
+    """Each frame's WCS: the reference's (linear, FITS) composed with the frame's inverse transform.
+
+    A reference pixel ``p`` appears at frame pixel ``q = M (p - c) + c + d``,
+    so the frame's linear matrix is the reference's times ``M^-1`` and its
+    reference pixel is where the reference's lands.
+    """
+    from .geometry import frame_transforms
+
+    if ref_wcs is None:
+        return [None] * len(geometry)
+    if ref_wcs.sip is not None:
+        raise ValueError("observe(geometry=) needs a truth WCS without SIP distortion")
+    out = []
+    for t in frame_transforms(geometry, shape):
+        new = ref_wcs.deepcopy()
+        inverse = np.linalg.inv(t.matrix)
+        if ref_wcs.wcs.has_cd():
+            new.wcs.cd = np.asarray(ref_wcs.wcs.cd) @ inverse
+        else:
+            new.wcs.pc = np.asarray(ref_wcs.wcs.get_pc()) @ inverse
+        qx, qy = t.reference_to_frame(ref_wcs.wcs.crpix[0] - 1.0, ref_wcs.wcs.crpix[1] - 1.0)
+        new.wcs.crpix = [float(qx) + 1.0, float(qy) + 1.0]
+        new.wcs.set()
+        out.append(new)
+    return out
 
 
 def _truth_ccd(truth):

@@ -188,7 +188,7 @@ class SRModel:
         tuple of Path
             ``(weights_path, card_path)``.
         """
-        weights, card_path = _paths(path)
+        weights, card_path = model_paths(path)
         for p in (weights, card_path):
             if p.exists() and not overwrite:
                 raise FileExistsError(f"{p} exists: pass overwrite=True to replace it")
@@ -225,7 +225,7 @@ class SRModel:
             If the card is not an astrosr model card, or the weights file's
             sha256 differs from the card's (a corrupt or replaced file).
         """
-        weights, card_path = _paths(path)
+        weights, card_path = model_paths(path)
         for p in (card_path, weights):
             if not p.is_file():
                 raise FileNotFoundError(f"no such model file: {p}")
@@ -391,7 +391,8 @@ def _read_card(path):
     return card
 
 
-def _paths(path):
+def model_paths(path):
+    """The weights file and model card paths of a saved model's stem (suffixes stripped)."""
     p = Path(path)
     for suffix in (".weights.h5", ".json"):
         if p.name.endswith(suffix):
