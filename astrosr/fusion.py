@@ -269,8 +269,9 @@ def _placement(stack, geometry, scale, method, output_wcs, shape_out, reference)
     if grid.scale != scale and output_wcs is None:
         grid = OutputGrid(stack.shape, scale, reference_wcs=ref_wcs, shape_out=shape_out)
     placement = Placement(transforms, stack.shape, grid)
-    kind = "wcs" if isinstance(geometry, str) else (
-        "shift" if all(t.is_shift for t in transforms) else "similarity")
+    kind = "shift" if all(t.is_shift for t in transforms) else "similarity"
+    if isinstance(geometry, str):
+        kind = "wcs" + (" (translations only: the shift path)" if kind == "shift" else "")
     return placement, scale, kind + ("" if grid.is_default else " onto output_wcs/shape_out")
 
 

@@ -24,8 +24,9 @@ from astropy.table import QTable
 
 from .nddata import rescale_wcs, shift_array
 
-__all__ = ["Similarity", "WCSTransform", "OutputGrid", "geometry_table", "frame_transforms",
-           "pixel_map", "corner_map", "footprint_areas", "GEOMETRY_COLUMNS"]
+__all__ = ["Similarity", "WCSTransform", "OutputGrid", "Placement", "geometry_table",
+           "frame_transforms", "pixel_map", "corner_map", "footprint_areas", "fitted_wcs",
+           "GEOMETRY_COLUMNS", "SHIFT_TOLERANCE"]
 
 #: Columns of a geometry table beside ``frame``: shifts, and rotation and scale where present.
 GEOMETRY_COLUMNS = ("dx", "dy", "rotation", "scale")
@@ -149,7 +150,9 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
     Parameters
     ----------
     geometry : table, (n, 2) array, or ``"wcs"``
-        See `geometry_table`; ``"wcs"`` maps through each frame's WCS.
+        See `geometry_table`; ``"wcs"`` maps through each frame's WCS (a frame
+        whose WCS differs from the reference's by a translation only gets a
+        `Similarity` shift).
     shape : tuple of int
         ``(ny, nx)`` of the frames (for the centre ``c``).
     wcs : list, optional
@@ -165,7 +168,7 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
         if geometry != "wcs":
             raise ValueError(f"geometry must be a table, an (n, 2) array of shifts or 'wcs', "
                              f"got {geometry!r}")
-        return _wcs_transforms(wcs, reference)
+        return [_as_shift(t, shape) for t in _wcs_transforms(wcs, reference)]
     n = len(wcs) if wcs is not None else len(geometry)
     table = geometry_table(geometry, n)
     center = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
@@ -184,6 +187,30 @@ def _wcs_transforms(wcs, reference):
     if not 0 <= reference < len(wcs):
         raise ValueError(f"reference must index a frame (0..{len(wcs) - 1}), got {reference}")
     return [WCSTransform(w, wcs[reference]) for w in wcs]
+
+
+#: A WCS geometry within this many pixels of a translation everywhere on the frame is one.
+SHIFT_TOLERANCE = 1e-5
+
+
+def _as_shift(transform, shape, points=7):
+    """A `WCSTransform` that is a translation everywhere on the frame, as a `Similarity` shift.
+
+    Frames that differ only by a pointing offset (even on a distorted plate,
+    where the distortion is fixed to the detector) then take the exact fast
+    paths of pure shifts. Checked on ``points x points`` positions across the
+    frame, to `SHIFT_TOLERANCE` pixels.
+    """
+    ny, nx = shape
+    y, x = np.meshgrid(np.linspace(-0.5, ny - 0.5, points), np.linspace(-0.5, nx - 0.5, points),
+                       indexing="ij")
+    rx, ry = transform.frame_to_reference(x.ravel(), y.ravel())
+    dx, dy = x.ravel() - rx, y.ravel() - ry
+    if not (np.all(np.isfinite(dx)) and np.all(np.isfinite(dy))):
+        return transform
+    if np.ptp(dx) > 2 * SHIFT_TOLERANCE or np.ptp(dy) > 2 * SHIFT_TOLERANCE:
+        return transform
+    return Similarity(np.mean(dx), np.mean(dy), center=((nx - 1) / 2.0, (ny - 1) / 2.0))
 
 
 class OutputGrid:

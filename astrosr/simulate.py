@@ -170,7 +170,7 @@ def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=N
     m = 4 * scale if subsamples is None else int(subsamples)
     offsets = (np.arange(m) + 0.5) / m - 0.5
     out = np.empty((len(geometry),) + shape)
-    mode = {"reflect": "mirror", "zero": "constant"}[edge]
+    mode = {"reflect": "reflect", "zero": "constant"}[edge]  # reflect: numpy "symmetric"
     for i, t in enumerate(frame_transforms(geometry, shape)):
         jac = abs(np.linalg.det(t.matrix))
         for row in range(shape[0]):
