@@ -24,7 +24,7 @@ from astropy.table import QTable
 
 from .nddata import rescale_wcs, shift_array
 
-__all__ = ["Similarity", "WCSTransform", "OutputGrid", "Placement", "geometry_table",
+__all__ = ["low_level", "Similarity", "WCSTransform", "OutputGrid", "Placement", "geometry_table",
            "frame_transforms", "pixel_map", "corner_map", "footprint_areas", "fitted_wcs",
            "GEOMETRY_COLUMNS", "SHIFT_TOLERANCE"]
 
@@ -92,7 +92,7 @@ class WCSTransform:
     is_shift = False
 
     def __init__(self, frame_wcs, reference_wcs):
-        self.frame_wcs, self.reference_wcs = frame_wcs, reference_wcs
+        self.frame_wcs, self.reference_wcs = low_level(frame_wcs), low_level(reference_wcs)
 
     def frame_to_reference(self, x, y):
         """Reference pixel coordinates of frame pixel coordinates ``(x, y)``."""
@@ -107,6 +107,11 @@ class WCSTransform:
 
     def __repr__(self):
         return "WCSTransform(frame WCS -> reference WCS)"
+
+
+def low_level(wcs):
+    """The APE-14 low-level interface of a WCS (a FITS WCS is its own; NDData wraps others)."""
+    return getattr(wcs, "low_level_wcs", wcs)
 
 
 def geometry_table(geometry, n):
@@ -260,8 +265,8 @@ class OutputGrid:
         x, y = np.asarray(x, float), np.asarray(y, float)
         if self.output_wcs is None:
             return self.scale * (x + 0.5) - 0.5, self.scale * (y + 0.5) - 0.5
-        world = self.reference_wcs.pixel_to_world_values(x, y)
-        return self.output_wcs.world_to_pixel_values(*world)
+        world = low_level(self.reference_wcs).pixel_to_world_values(x, y)
+        return low_level(self.output_wcs).world_to_pixel_values(*world)
 
     def fits_wcs(self):
         """The output's FITS WCS (CCDData holds no other), or None without a reference WCS.

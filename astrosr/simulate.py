@@ -164,24 +164,39 @@ def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=N
         raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
     shape = (ny // scale, nx // scale)
     kernel = as_psf(psf, oversampling=scale).kernel(scale)
-    r = max(kernel.shape) // 2
-    padded = np.pad(truth, r, mode={"reflect": "symmetric", "zero": "constant"}[edge])
-    sky = signal.fftconvolve(padded, kernel, mode="same")[r:r + ny, r:r + nx]
+    transforms = frame_transforms(geometry, shape)
+    # The convolved sky is kept as far as any frame reaches beyond the truth
+    # (light blurred off its edge included), plus the PSF's radius.
+    pad = max(kernel.shape) // 2 + _reach(transforms, shape, scale, (ny, nx)) + 2
+    padded = np.pad(truth, pad, mode={"reflect": "symmetric", "zero": "constant"}[edge])
+    sky = signal.fftconvolve(padded, kernel, mode="same")
     m = 4 * scale if subsamples is None else int(subsamples)
     offsets = (np.arange(m) + 0.5) / m - 0.5
     out = np.empty((len(geometry),) + shape)
     mode = {"reflect": "reflect", "zero": "constant"}[edge]  # reflect: numpy "symmetric"
-    for i, t in enumerate(frame_transforms(geometry, shape)):
+    for i, t in enumerate(transforms):
         jac = abs(np.linalg.det(t.matrix))
         for row in range(shape[0]):
             qy, qx = np.meshgrid(row + offsets, np.arange(shape[1])[:, None] + offsets,
                                  indexing="ij")
             px, py = t.frame_to_reference(qx.ravel(), np.broadcast_to(qy, qx.shape).ravel())
-            fx, fy = scale * (px + 0.5) - 0.5, scale * (py + 0.5) - 0.5
+            fx, fy = scale * (px + 0.5) - 0.5 + pad, scale * (py + 0.5) - 0.5 + pad
             vals = ndimage.map_coordinates(sky, [np.round(fy), np.round(fx)], order=0,
                                            mode=mode)
             out[i, row] = vals.reshape(m, shape[1], m).mean(axis=(0, 2)) * scale ** 2 / jac
     return out
+
+
+def _reach(transforms, shape, scale, fine_shape):
+    """Fine pixels by which the frames' corners reach beyond the truth's grid."""
+    ny, nx = shape
+    cx, cy = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5]), np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    reach = 0.0
+    for t in transforms:
+        px, py = t.frame_to_reference(cx, cy)
+        fx, fy = scale * (px + 0.5) - 0.5, scale * (py + 0.5) - 0.5
+        reach = max(reach, -fx.min(), -fy.min(), fx.max() - fine_shape[1], fy.max() - fine_shape[0])
+    return int(np.ceil(reach))
 
 
 def _centred(kernel, shape):

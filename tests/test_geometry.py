@@ -280,11 +280,11 @@ def test_output_onto_a_north_up_grid_keeps_sky_positions(rotated):
 
 @pytest.mark.parametrize("method", ["drizzle", "reconstruct"])
 def test_similarity_stacks_conserve_flux(method):
-    truth = simulate.make_sky((128, 128), n_stars=20, n_galaxies=2, seed=8)
+    truth = np.pad(simulate.make_sky((64, 64), n_stars=8, n_galaxies=1, seed=8), 32)
     geo = _rotated_geometry(5, seed=9, scale_jitter=0.02)
     st = simulate.observe(truth, scale=S, psf=PSF, geometry=geo, sky=0.0, read_noise=1.0,
                           edge="zero", seed=2)
     options = {"psf": PSF} if method == "reconstruct" else {}
     out = astrosr.fuse(st.frames, geo, scale=S, method=method, reject=False, **options)
-    inner = (slice(24, -24), slice(24, -24))
-    assert abs(out.data[inner].sum() / truth[inner].sum() - 1) < 0.02
+    # All the light lies well inside every frame: the output holds all of it.
+    assert abs(out.data.sum() / truth.sum() - 1) < 0.01
