@@ -257,7 +257,11 @@ def _geometry(args, frames):
 
 
 def _output_grid(args):
-    """``--output-wcs FILE``: ``output_wcs`` and ``shape_out`` from a FITS header or image."""
+    """``--output-wcs FILE``: ``output_wcs`` and ``shape_out`` from a FITS image or a text header.
+
+    The first HDU with a celestial WCS gives both, its shape from ``NAXIS1``
+    and ``NAXIS2``; a text header (as ``fits.Header.totextfile`` writes) works too.
+    """
     if not args.output_wcs:
         return {}
     import warnings
@@ -265,16 +269,20 @@ def _output_grid(args):
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 
-    with fits.open(args.output_wcs) as hdul:
-        for hdu in hdul:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs = WCS(hdu.header, fobj=hdul)
-            shape = (hdu.header.get("NAXIS2"), hdu.header.get("NAXIS1"))
-            if wcs.has_celestial and None not in shape and min(shape) > 0:
-                return {"output_wcs": wcs.celestial, "shape_out": shape}
-    raise ValueError(f"--output-wcs {args.output_wcs}: no HDU with a celestial WCS and "
-                     "NAXIS1, NAXIS2")
+    try:
+        with fits.open(args.output_wcs) as hdul:
+            headers = [h.header for h in hdul]
+    except OSError:
+        headers = [fits.Header.fromtextfile(args.output_wcs)]
+    for header in headers:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header)
+        shape = (header.get("NAXIS2"), header.get("NAXIS1"))
+        if wcs.has_celestial and None not in shape and min(shape) > 0:
+            return {"output_wcs": wcs.celestial, "shape_out": shape}
+    raise ValueError(f"--output-wcs {args.output_wcs}: no header with a celestial WCS and "
+                     "NAXIS1, NAXIS2 (give a FITS image on the output grid, or its header)")
 
 
 #: ``--reject`` to `astrosr.fuse`'s ``reject``.

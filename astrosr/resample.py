@@ -107,19 +107,32 @@ def drizzle_pixmaps(data, weight, var, pixmaps, out_shape, pixfrac):
     """
     from drizzle.resample import Drizzle
 
-    img2 = [np.zeros(out_shape, np.float32)] if var is not None else None
-    driz = Drizzle(kernel="square", out_shape=out_shape, fillval=0.0, fillval2=0.0,
+    # The package leaves out input pixels whose centre falls beyond the output
+    # grid, so the output's edge pixels would miss the parts of their drops:
+    # drizzle onto a grid padded by a drop's reach, then crop.
+    pad = _reach(pixmaps)
+    padded = (out_shape[0] + 2 * pad, out_shape[1] + 2 * pad)
+    img2 = [np.zeros(padded, np.float32)] if var is not None else None
+    driz = Drizzle(kernel="square", out_shape=padded, fillval=0.0, fillval2=0.0,
                    out_img2=img2, disable_ctx=True)
     for i, pixmap in enumerate(pixmaps):
         w = np.asarray(weight[i], np.float32)
         data2 = None if var is None else [np.where(w > 0, var[i], 0.0).astype(np.float32)]
         driz.add_image(np.asarray(data[i], np.float32), exptime=1.0,
-                       pixmap=np.asarray(pixmap, float), data2=data2, weight_map=w,
+                       pixmap=np.asarray(pixmap, float) + pad, data2=data2, weight_map=w,
                        pixfrac=float(pixfrac), in_units="cps")
-    wht = np.asarray(driz.out_wht, float)
+    crop = (slice(pad, pad + out_shape[0]), slice(pad, pad + out_shape[1]))
+    wht = np.asarray(driz.out_wht, float)[crop]
     covered = wht > 0
-    mean = np.where(covered, driz.out_img, 0.0)
+    mean = np.where(covered, driz.out_img[crop], 0.0)
     if var is None:
         return mean, np.where(covered, 0.0, np.inf), wht
     out2 = driz.out_img2[0] if isinstance(driz.out_img2, list) else driz.out_img2
-    return mean, np.where(covered, np.asarray(out2, float), np.inf), wht
+    return mean, np.where(covered, np.asarray(out2, float)[crop], np.inf), wht
+
+
+def _reach(pixmaps):
+    """Output pixels a drop reaches beyond its centre: the largest pixel spacing, plus 2."""
+    step = max(float(np.nanmax(np.hypot(*np.moveaxis(np.diff(p, axis=a), -1, 0))))
+               for p in pixmaps for a in (0, 1) if p.shape[a] > 1)
+    return int(np.ceil(step)) + 2

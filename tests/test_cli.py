@@ -53,6 +53,36 @@ def test_demo_writes_frames_results_and_figure(tmp_path, capsys):
     assert cli.main(["demo", "--size", "128", "--frames", "6", "--out", str(out)]) == 3
 
 
+def test_stack_by_the_frames_wcs_onto_a_given_output_grid(tmp_path, frame_files):
+    """--geometry wcs aligns by the frames' WCS; --output-wcs sets the output grid."""
+    folder, stack = frame_files
+    by_wcs, by_table, onto = tmp_path / "wcs.fits", tmp_path / "table.fits", tmp_path / "o.fits"
+    table = tmp_path / "geo.ecsv"
+    stack.shifts.write(table)
+    common = ("--method", "drizzle", "--reject", "off", "--quiet", "--allow-misfit")
+    assert _run("stack", folder / "f*.fits", "--geometry", "wcs", "-o", by_wcs, *common
+                ).returncode == 0
+    assert _run("stack", folder / "f*.fits", "--geometry", table, "-o", by_table, *common
+                ).returncode == 0
+    a, b = CCDData.read(by_wcs), CCDData.read(by_table)
+    np.testing.assert_allclose(a.data, b.data, atol=1e-5 * np.abs(b.data).max())
+    assert a.header["FUSEGEOM"] == "wcs" and b.header["FUSEGEOM"] == "shift"
+    grid = b.wcs[10:90, 20:120]            # a cut-out of the fine grid as the output grid
+    fits.PrimaryHDU(np.zeros((80, 100), np.float32), header=grid.to_header()).writeto(
+        tmp_path / "grid.fits")
+    proc = _run("stack", folder / "f*.fits", "--geometry", table, "--output-wcs",
+                tmp_path / "grid.fits", "-o", onto, *common)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(CCDData.read(onto).data, b.data[10:90, 20:120],
+                               atol=1e-4 * np.abs(b.data).max())
+    proc = _run("stack", folder / "f*.fits", "--geometry", table, "--shifts", table, "-o",
+                tmp_path / "x.fits", "--quiet")
+    assert proc.returncode == 2 and "give --geometry or --shifts, not both" in proc.stderr
+    proc = _run("stack", folder / "f*.fits", "--pixfrac", "0.5", "-o", tmp_path / "y.fits",
+                "--quiet", "--psf", "gaussian:1.0")
+    assert proc.returncode == 2 and "pixfrac" in proc.stderr
+
+
 def test_register_fits_files_to_a_table(tmp_path, frame_files):
     folder, stack = frame_files
     out = tmp_path / "shifts.ecsv"
