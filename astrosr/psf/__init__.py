@@ -423,7 +423,11 @@ def stack_psf(frames, shifts, *, scale, hdu=None, fwhm_guess=None, snr=None, max
     Parameters
     ----------
     frames, shifts, hdu
-        As for `estimate_stack_psf`.
+        As for `estimate_stack_psf`; ``shifts`` may also be any geometry of
+        `astrosr.fuse` (a table with ``rotation``/``scale``, or ``"wcs"``):
+        the PSF is then measured on the frames that are translated only
+        relative to the reference (the PSF is taken to be the same in every
+        frame, on the output grid's orientation).
     scale : int
         Fine pixels per input pixel.
     fwhm_guess, snr, max_stars, saturation : optional
@@ -443,6 +447,31 @@ def stack_psf(frames, shifts, *, scale, hdu=None, fwhm_guess=None, snr=None, max
     """
     options = {k: v for k, v in (("fwhm_guess", fwhm_guess), ("snr", snr),
                                  ("max_stars", max_stars)) if v is not None}
+    frames, shifts, note = _translated_frames(frames, shifts, hdu)
+    psf, how = _stack_estimate(frames, shifts, scale, hdu, saturation, options)
+    return psf, how + note
+
+
+def _translated_frames(frames, geometry, hdu):
+    """The frames translated only relative to the reference, their shifts, and a note."""
+    from ..geometry import frame_transforms
+    from ..stack import FrameStack
+
+    stack = FrameStack.parse(frames, hdu=hdu)
+    transforms = frame_transforms(geometry, stack.shape, stack.wcs)
+    keep = [i for i, t in enumerate(transforms) if t.is_shift]
+    if not keep:
+        raise ValueError("cannot estimate the PSF: every frame is rotated or scaled relative to "
+                         "the reference; give psf= (--psf)")
+    if len(keep) == len(stack):
+        return stack, np.array([(t.dx, t.dy) for t in transforms]), ""
+    note = (f"; measured on the {len(keep)} of {len(stack)} frames that are not rotated or "
+            "scaled relative to the reference")
+    return ([stack.ccds[i] for i in keep], np.array([(transforms[i].dx, transforms[i].dy)
+                                                     for i in keep]), note)
+
+
+def _stack_estimate(frames, shifts, scale, hdu, saturation, options):
     errors = []
     try:
         est = estimate_stack_psf(frames, shifts, scale=scale, hdu=hdu, saturation=saturation,
