@@ -319,7 +319,8 @@ def _sources(above_sky, var, good, nsigma=5.0):
     sources' edges.
     """
     box = ndimage.uniform_filter(np.where(good, above_sky, 0.0), size=3)
-    sigma = np.sqrt(ndimage.uniform_filter(np.where(good, var, 0.0), size=3) / 9.0)
+    # (the filter's rounding can leave -1e-17 where the neighbours are all masked)
+    sigma = np.sqrt(np.maximum(ndimage.uniform_filter(np.where(good, var, 0.0), size=3), 0.0) / 9.0)
     return ndimage.binary_dilation(good & (box > nsigma * sigma)) & good
 
 
