@@ -209,7 +209,7 @@ class MultiFrameSR:
             drizzle = {"pixfrac": self.pixfrac} if self.fusion == "drizzle" else {}
             self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
                                psf=self.psf_, reject=self.reject, progress=self.progress,
-                               **drizzle, **self.grid)
+                               reference=self.reference, **drizzle, **self.grid)
             if not fit_passed(self.fused_.meta):
                 notes.append(f"WARNING: the frames do not fit the fusion (reduced chi-square "
                              f"{self.fused_.meta['CHI2RED']:.3f})")
@@ -231,7 +231,7 @@ class MultiFrameSR:
             frames = frames.with_rejected(self.fused_.rejected)
             out = fuse(frames, shifts, scale=self.scale, method="reconstruct", psf=self.psf_,
                        reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter,
-                       progress=self.progress, **self.grid)
+                       progress=self.progress, reference=self.reference, **self.grid)
             out.rejected = frames.rejected
             out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
             notes.append("fused: " + "".join(self.fused_.meta["HISTORY"]))
