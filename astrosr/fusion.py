@@ -265,6 +265,7 @@ def _placement(stack, geometry, scale, method, output_wcs, shape_out, reference)
                       output_wcs=output_wcs, shape_out=shape_out)
     if scale is None:
         nominal = float(np.sqrt(grid.pixel_area()))
+        nominal = float(round(nominal)) if abs(nominal - round(nominal)) < 1e-6 else nominal
     scale = _check_scale(nominal, integer=method != "drizzle")
     if grid.scale != scale and output_wcs is None:
         grid = OutputGrid(stack.shape, scale, reference_wcs=ref_wcs, shape_out=shape_out)

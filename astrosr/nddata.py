@@ -193,6 +193,10 @@ def rescale_wcs(wcs, factor):
     when present, else ``PC`` with ``CDELT`` unchanged (wcslib applies
     distortions such as TPD between PC and CDELT). SIP coefficients are
     rescaled as ``A_pq' = A_pq * factor**(1 - p - q)`` (same for B, AP, BP).
+    Distortion lookup tables (``CPDIS``, ``D2IM``: HST ACS, WFC3) keep their
+    values on the new pixels: each table's offsets are multiplied by
+    ``factor``, its step ``CDELT`` too, and its image reference pixel
+    ``CRVAL`` moves as CRPIX does.
 
     Parameters
     ----------
@@ -210,6 +214,7 @@ def rescale_wcs(wcs, factor):
         new.wcs.pc = np.asarray(wcs.wcs.get_pc()) / factor
     if wcs.sip is not None:
         new.sip = _rescaled_sip(wcs.sip, factor, new.wcs.crpix)
+    _map_lookup_tables(wcs, new, lambda crval: factor * (crval - 0.5) + 0.5, factor)
     if wcs.pixel_shape is not None:
         new.pixel_shape = tuple(int(round(n * factor)) for n in wcs.pixel_shape)
     new.wcs.set()
@@ -228,8 +233,27 @@ def _rescaled_sip(sip, factor, crpix):
     return Sip(scaled(sip.a), scaled(sip.b), scaled(sip.ap), scaled(sip.bp), crpix)
 
 
+def _map_lookup_tables(old, new, move, factor=1.0):
+    """``new``'s distortion lookup tables: ``old``'s with ``CRVAL -> move(CRVAL)``, offsets and step x factor."""
+    from astropy.wcs import DistortionLookupTable
+
+    for name in ("cpdis1", "cpdis2", "det2im1", "det2im2"):
+        table = getattr(old, name, None)
+        if table is None:
+            continue
+        moved = DistortionLookupTable(np.asarray(table.data, np.float32) * factor,
+                                      tuple(table.crpix),
+                                      tuple(move(np.asarray(table.crval, float))),
+                                      tuple(np.asarray(table.cdelt, float) * factor))
+        setattr(new, name, moved)
+
+
 def shift_wcs(wcs, dx, dy):
-    """WCS of a frame in which a source of the reference appears at ``(x + dx, y + dy)``."""
+    """WCS of a frame in which a source of the reference appears at ``(x + dx, y + dy)``.
+
+    The whole pixel-to-sky mapping is translated, distortion included (SIP
+    about the moved CRPIX, lookup tables at a moved CRVAL).
+    """
     if wcs is None:
         return None
     new = copy.deepcopy(wcs)
@@ -238,6 +262,7 @@ def shift_wcs(wcs, dx, dy):
         from astropy.wcs import Sip
         s = wcs.sip
         new.sip = Sip(s.a, s.b, s.ap, s.bp, new.wcs.crpix)
+    _map_lookup_tables(wcs, new, lambda crval: crval + np.array([dx, dy]))
     new.wcs.set()
     return new
 

@@ -1,3 +1,7 @@
+import warnings
+from pathlib import Path
+
+import astropy
 import numpy as np
 import pytest
 from astropy import units as u
@@ -225,3 +229,23 @@ def test_saturated_pixels_from_the_header_or_clipping_but_not_datamax():
     with_nan[0, 0] = np.nan  # NaN pixels are not saturated, and do not hide the clipping
     assert not nddata.saturated_pixels(with_nan)[0, 0]
     assert nddata.saturated_pixels(with_nan).sum() == 3
+
+
+_LOOKUP = Path(astropy.__file__).parent / "wcs" / "tests" / "data" / "dist_lookup.fits.gz"
+
+
+@pytest.mark.skipif(not _LOOKUP.exists(), reason="astropy's test data (dist_lookup) is absent")
+def test_finer_and_shifted_wcs_keep_lookup_table_distortion():
+    """HST-style CPDIS/D2IM lookup tables move and scale with the grid (they were left as they were)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(_LOOKUP) as hdul:
+            w = WCS(hdul[1].header, hdul)
+    assert w.cpdis1 is not None and w.det2im1 is not None
+    x, y = np.meshgrid(np.arange(0, 100, 9.0), np.arange(0, 100, 9.0))
+    world = w.pixel_to_world_values(x, y)
+    for factor in (4, 2.5):
+        fx, fy = nddata.rescale_wcs(w, factor).world_to_pixel_values(*world)
+        assert np.hypot(fx - (factor * (x + 0.5) - 0.5), fy - (factor * (y + 0.5) - 0.5)).max() < 1e-4
+    sx, sy = nddata.shift_wcs(w, 0.5, -0.3).world_to_pixel_values(*world)
+    assert np.hypot(sx - (x + 0.5), sy - (y - 0.3)).max() < 1e-4
