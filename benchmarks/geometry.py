@@ -89,7 +89,7 @@ from astrosr.fusion import fuse
 from astrosr.geometry import OutputGrid, Similarity, frame_transforms, pixel_map
 from astrosr.metrics import flux_ratio, interior, psnr
 from astrosr.misfit import MisfitWarning
-from astrosr.nddata import frame_arrays, rescale_wcs
+from astrosr.nddata import frame_arrays, rescale_wcs, shift_wcs
 from astrosr.psf import GaussianPSF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -446,31 +446,6 @@ def header_wcs(filename):
     return (w if w.naxis == 2 else w.celestial), header
 
 
-def translated(w, d):
-    """``w`` translated in pixels: a source at pixel ``p`` of ``w`` is at ``p + d`` of the result.
-
-    CRPIX, the SIP reference point and the lookup tables' origins (``crval``
-    of ``cpdis`` and ``det2im``) all move by ``d``; TPV and TPD distortions
-    are applied after CRPIX and move with it.
-    """
-    from astropy.wcs import DistortionLookupTable, Sip
-
-    d = np.asarray(d, dtype=float)
-    new = w.deepcopy()
-    new.wcs.crpix = np.asarray(w.wcs.crpix) + d
-    if w.sip is not None:
-        s = w.sip
-        new.sip = Sip(s.a, s.b, s.ap, s.bp, new.wcs.crpix)
-    for attr in ("cpdis1", "cpdis2", "det2im1", "det2im2"):
-        table = getattr(w, attr)
-        if table is not None:
-            setattr(new, attr, DistortionLookupTable(
-                np.asarray(table.data, np.float32), table.crpix,
-                tuple(np.asarray(table.crval, float) + d), table.cdelt))
-    new.wcs.set()
-    return new
-
-
 def reference_wcs(filename):
     """The header's WCS translated so the 128x128 reference frame's centre is its CRPIX."""
     w, header = header_wcs(filename)
@@ -480,7 +455,7 @@ def reference_wcs(filename):
     if nx > 1 and ny > 1 and not (0 <= centre[0] < nx and 0 <= centre[1] < ny):
         centre, where = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0]), "image centre"
     mid = np.array([(FRAME - 1) / 2.0, (FRAME - 1) / 2.0])
-    return translated(w, mid - centre), where
+    return shift_wcs(w, *mid - centre), where
 
 
 def nonlinearity(w):
@@ -539,7 +514,7 @@ def bench_distorted(name, full):
         out[filename] = res
         try:
             ref, where = reference_wcs(filename)
-            wcs_list = [translated(ref, d) for d in shifts]
+            wcs_list = [shift_wcs(ref, *d) for d in shifts]
             res.update(where=where, nonlinear=nonlinearity(ref),
                        sign=max(sign_check(ref, w, d) for w, d in zip(wcs_list, shifts)),
                        drift=rescale_drift(ref))
