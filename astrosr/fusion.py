@@ -260,15 +260,12 @@ def _placement(stack, geometry, scale, method, output_wcs, shape_out, reference)
     if scale is None and output_wcs is None:
         raise TypeError("scale is required (output pixels per input pixel) unless output_wcs "
                         "is given")
-    nominal = 1.0 if scale is None else scale
-    grid = OutputGrid(stack.shape, _check_scale(nominal, integer=False), reference_wcs=ref_wcs,
-                      output_wcs=output_wcs, shape_out=shape_out)
-    if scale is None:
-        nominal = float(np.sqrt(grid.pixel_area()))
-        nominal = float(round(nominal)) if abs(nominal - round(nominal)) < 1e-6 else nominal
-    scale = _check_scale(nominal, integer=method != "drizzle")
-    if grid.scale != scale and output_wcs is None:
-        grid = OutputGrid(stack.shape, scale, reference_wcs=ref_wcs, shape_out=shape_out)
+    integer = method != "drizzle"
+    if scale is not None:
+        scale = _check_scale(scale, integer=integer)
+    grid = OutputGrid(stack.shape, scale, reference_wcs=ref_wcs, output_wcs=output_wcs,
+                      shape_out=shape_out)
+    scale = _check_scale(grid.scale, integer=integer)
     placement = Placement(transforms, stack.shape, grid)
     kind = "shift" if all(t.is_shift for t in transforms) else "similarity"
     if isinstance(geometry, str):

@@ -62,7 +62,10 @@ class Similarity:
 
     def reference_to_frame(self, x, y):
         """Frame pixel coordinates of reference pixel coordinates ``(x, y)``."""
-        return self._apply(self.matrix, x, y, self.dx, self.dy)
+        cx, cy = self.center
+        u_, v_ = np.asarray(x, float) - cx, np.asarray(y, float) - cy
+        m = self.matrix
+        return m[0, 0] * u_ + m[0, 1] * v_ + cx + self.dx, m[1, 0] * u_ + m[1, 1] * v_ + cy + self.dy
 
     def frame_to_reference(self, x, y):
         """Reference pixel coordinates of frame pixel coordinates ``(x, y)``."""
@@ -70,11 +73,6 @@ class Similarity:
         u_, v_ = np.asarray(x, float) - self.dx - cx, np.asarray(y, float) - self.dy - cy
         m = self._inverse
         return m[0, 0] * u_ + m[0, 1] * v_ + cx, m[1, 0] * u_ + m[1, 1] * v_ + cy
-
-    def _apply(self, m, x, y, dx, dy):
-        cx, cy = self.center
-        u_, v_ = np.asarray(x, float) - cx, np.asarray(y, float) - cy
-        return m[0, 0] * u_ + m[0, 1] * v_ + cx + dx, m[1, 0] * u_ + m[1, 1] * v_ + cy + dy
 
     def __repr__(self):
         return (f"Similarity(dx={self.dx:.4g}, dy={self.dy:.4g}, rotation={self.rotation:.4g}, "
@@ -185,8 +183,8 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
 
 
 def _wcs_transforms(wcs, reference):
-    if wcs is None or any(w is None for w in wcs):
-        missing = [i for i, w in enumerate(wcs or []) if w is None] if wcs else "all"
+    missing = "all" if wcs is None else [i for i, w in enumerate(wcs) if w is None]
+    if missing:
         raise ValueError(f"geometry='wcs' needs a WCS on every frame; frames without one: "
                          f"{missing}. Register the stack instead (astrosr.register_stack)")
     if not 0 <= reference < len(wcs):
@@ -225,8 +223,10 @@ class OutputGrid:
     ----------
     reference_shape : tuple of int
         ``(ny, nx)`` of the reference frame.
-    scale : float
-        Output pixels per input pixel (the default grid's sampling).
+    scale : float or None
+        Output pixels per input pixel (the default grid's sampling). None
+        with ``output_wcs``: that grid's own sampling, the square root of its
+        pixel area in reference pixels at the reference's centre.
     reference_wcs : WCS, optional
         The reference frame's WCS (APE-14); required with ``output_wcs``.
     output_wcs : WCS, optional
@@ -239,12 +239,11 @@ class OutputGrid:
 
     def __init__(self, reference_shape, scale, *, reference_wcs=None, output_wcs=None,
                  shape_out=None):
-        self.scale = scale
         self._reference_shape = tuple(int(n) for n in reference_shape)
         self.reference_wcs, self.output_wcs = reference_wcs, output_wcs
-        self._default_shape = tuple(int(round(n * scale)) for n in reference_shape)
         if output_wcs is None:
-            self.shape = self._default_shape if shape_out is None else _shape(shape_out)
+            self.scale = scale
+            self.shape = self._default_shape() if shape_out is None else _shape(shape_out)
             return
         if reference_wcs is None:
             raise ValueError("output_wcs needs frames with a WCS (the reference frame has none): "
@@ -254,11 +253,15 @@ class OutputGrid:
                 raise ValueError("shape_out is required with an output_wcs without pixel_shape")
             shape_out = tuple(output_wcs.pixel_shape)[::-1]
         self.shape = _shape(shape_out)
+        self.scale = _sampling(self.pixel_area()) if scale is None else scale
+
+    def _default_shape(self):
+        return tuple(int(round(n * self.scale)) for n in self._reference_shape)
 
     @property
     def is_default(self):
         """True for the reference's own grid, ``scale`` times finer, of the default shape."""
-        return self.output_wcs is None and self.shape == self._default_shape
+        return self.output_wcs is None and self.shape == self._default_shape()
 
     def from_reference(self, x, y):
         """Output pixel coordinates of reference pixel coordinates ``(x, y)``."""
@@ -290,13 +293,19 @@ class OutputGrid:
         """Output pixels per reference pixel (area), at the reference's centre."""
         if self.output_wcs is None:
             return float(self.scale) ** 2
-        return _local_area(lambda x, y: self.from_reference(x, y), self.reference_centre)
+        return _local_area(self.from_reference, self.reference_centre)
 
     @property
     def reference_centre(self):
         """Centre of the reference frame ``(x, y)``, where pixel areas are compared."""
         ny, nx = self._reference_shape
         return (nx - 1) / 2.0, (ny - 1) / 2.0
+
+
+def _sampling(area):
+    """Linear sampling of a grid from its pixel area; an integer when within 1e-6 of one."""
+    s = float(np.sqrt(area))
+    return float(round(s)) if abs(s - round(s)) < 1e-6 else s
 
 
 def _shape(shape_out):

@@ -97,13 +97,10 @@ def render(truth, shifts, *, scale, psf, edge="reflect"):
     numpy.ndarray
         Cube ``(n, ny // scale, nx // scale)``.
     """
-    truth = np.asarray(truth, dtype=float)
-    scale = int(scale)
+    truth, scale = _checked_truth(truth, scale)
     psf = as_psf(psf, oversampling=scale)
     shifts = np.atleast_2d(np.asarray(shifts, dtype=float))
     ny, nx = truth.shape
-    if ny % scale or nx % scale:
-        raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
     fine = shifts * scale
     whole = np.floor(fine + 0.5).astype(int)
     frac = fine - whole
@@ -157,11 +154,8 @@ def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=N
 
     from .geometry import frame_transforms
 
-    truth = np.asarray(truth, dtype=float)
-    scale = int(scale)
+    truth, scale = _checked_truth(truth, scale)
     ny, nx = truth.shape
-    if ny % scale or nx % scale:
-        raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
     shape = (ny // scale, nx // scale)
     kernel = as_psf(psf, oversampling=scale).kernel(scale)
     transforms = frame_transforms(geometry, shape)
@@ -185,6 +179,15 @@ def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=N
                                            mode=mode)
             out[i, row] = vals.reshape(m, shape[1], m).mean(axis=(0, 2)) * scale ** 2 / jac
     return out
+
+
+def _checked_truth(truth, scale):
+    """The truth as a float array and the scale as an int, the shape divisible by it."""
+    truth = np.asarray(truth, dtype=float)
+    scale = int(scale)
+    if truth.shape[0] % scale or truth.shape[1] % scale:
+        raise ValueError(f"truth shape {truth.shape} must be divisible by scale={scale}")
+    return truth, scale
 
 
 def _reach(transforms, shape, scale, fine_shape):

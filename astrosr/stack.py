@@ -128,12 +128,6 @@ class FrameStack:
         new.var = np.where(new.good, self.var, np.inf)
         return new
 
-    def with_geometry(self, geometry):
-        """A stack sharing these frames, with ``geometry`` as its geometry."""
-        new = self._copy()
-        new.geometry = geometry
-        return new
-
     def _copy(self):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
