@@ -1,0 +1,135 @@
+"""Frames and templates prepared for registration: filled, Wiener-filtered, as cubic splines."""
+
+import numpy as np
+from scipy import fft, ndimage
+
+from .splines import shifted_mask, spline_shift
+
+__all__ = ["Frame", "Template", "fill", "MARGIN"]
+
+#: Pixels next to an edge or a bad pixel that the spline does not trust.
+MARGIN = 2
+#: Mirror-padded border of Fourier-shifted images (pixels).
+_PAD = 16
+
+
+class Frame:
+    """One frame prepared for registration: filled data, variance and spline."""
+
+    def __init__(self, stack, index, name):
+        data, var, good = stack.data[index], stack.var[index], stack.good[index]
+        if good.sum() < 16:
+            raise ValueError(f"{name} has fewer than 16 usable pixels (all masked or NaN)")
+        values = data[good]
+        if np.ptp(values) == 0:
+            raise ValueError(f"{name} is constant: there is nothing to register")
+        self.estimated_noise = not stack.var_given[index]
+        self.data = fill(data, good)
+        self.var = var
+        self.good = good
+        self.trusted = ndimage.binary_erosion(good, iterations=MARGIN, border_value=0)
+        self.coeffs = ndimage.spline_filter(self.data, order=3, mode="mirror")
+        self.good_var = np.where(good, var, 0.0)
+
+    def aligned(self, d):
+        """Data, variance and coverage resampled onto the reference grid: value at x is f(x + d)."""
+        sy, sx = -d[1], -d[0]
+        values = spline_shift(self.coeffs, sy, sx)
+        var = spline_shift(self.good_var, sy, sx, order=1)
+        return values, var, shifted_mask(self.trusted, sy, sx)
+
+
+def fill(data, good):
+    """Replace bad pixels by a local Gaussian-weighted mean of good ones, for the spline and FFTs."""
+    if good.all():
+        return data
+    num = ndimage.gaussian_filter(np.where(good, data, 0.0), 2.0)
+    den = ndimage.gaussian_filter(good.astype(float), 2.0)
+    fallback = np.median(data[good])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        filled = np.where(den > 1e-3, num / den, fallback)
+    return np.where(good, data, filled)
+
+
+def _wiener_filter(image, variance):
+    """Wiener-filter a template: keep the frequencies where its signal beats its noise.
+
+    The gradient of white noise has more power than the gradient of a
+    PSF-limited sky: unfiltered, a noisy template makes the least-squares
+    surface rough, with minima set by the noise, and an interpolating spline
+    smooths the noise more at half-pixel shifts than at whole ones, which pulls
+    the fit towards half pixels. Filtering leaves a band-limited template that
+    the spline shifts without either effect. The filter is real and
+    symmetric, so it moves nothing. Its signal power is the periodogram
+    smoothed over a few frequency bins, less the white-noise power.
+
+    Returns the filtered image and the factor by which it scales white-noise variance.
+    """
+    padded, taper = _tapered_pad(image, _PAD)
+    ft = fft.rfft2(padded, workers=-1)
+    noise_power = np.sum(_tapered_pad(variance, _PAD, mean=0.0)[0] * taper ** 2)
+    power = np.abs(ft) ** 2
+    smooth = ndimage.gaussian_filter(power, 2.0, mode=("wrap", "nearest"))
+    signal = np.clip(smooth - noise_power, 0.0, None)
+    gain = signal / (signal + noise_power)
+    gain[0, 0] = 1.0
+    filtered = fft.irfft2(ft * gain, padded.shape, workers=-1)
+    # Variance of the filtered noise relative to the unfiltered (Parseval, rfft half-plane).
+    weights = np.full(gain.shape, 2.0)
+    weights[:, 0] = 1.0
+    factor = float(np.sum(weights * gain ** 2) / np.sum(weights))
+    return filtered[_PAD:_PAD + image.shape[0], _PAD:_PAD + image.shape[1]], factor
+
+
+def _tapered_pad(data, pad, mean=None):
+    """Mirror-pad by ``pad``, taper the border to the mean: a smooth periodic image, and the taper."""
+    mean = data.mean() if mean is None else mean
+    out = np.pad(data - mean, pad, mode="symmetric")
+    total = [_odd_fast_len(n + 2 * pad) for n in data.shape]
+    out = np.pad(out, [(0, t - n - 2 * pad) for t, n in zip(total, data.shape)])
+    ramps = []
+    for n, t in zip(data.shape, total):
+        ramp = np.zeros(t)
+        ramp[pad:pad + n] = 1.0
+        edge = 0.5 - 0.5 * np.cos(np.pi * (np.arange(pad) + 0.5) / pad)
+        ramp[:pad] = edge
+        ramp[pad + n:2 * pad + n] = edge[::-1]
+        ramps.append(ramp)
+    taper = np.outer(*ramps)
+    return out * taper + mean, taper
+
+
+def _odd_fast_len(n):
+    """Smallest odd length >= n that scipy.fft transforms fast (3, 5, 7, 11 smooth)."""
+    n += 1 - n % 2
+    while fft.next_fast_len(n) != n:
+        n += 2
+    return n
+
+
+class Template:
+    """Template on the reference grid: Wiener-filtered values as a cubic spline, with gradients."""
+
+    def __init__(self, values, var, cover):
+        var = np.where(cover, var, 0.0)
+        self.cover = ndimage.binary_erosion(cover, iterations=MARGIN, border_value=0)
+        filtered, factor = _wiener_filter(fill(values, cover), var)
+        self.var = var * factor
+        self.coeffs = ndimage.spline_filter(filtered, order=3, mode="mirror")
+        # Derivative of a cubic B-spline: a quadratic B-spline on the
+        # differences of the coefficients, displaced by half a pixel.
+        self.dcx = self.coeffs - np.roll(self.coeffs, 1, axis=1)
+        self.dcy = self.coeffs - np.roll(self.coeffs, 1, axis=0)
+
+    def sampled(self, d):
+        """Template value and gradient at ``x - d`` for every pixel x of the frame."""
+        sy, sx = d[1], d[0]
+        val = spline_shift(self.coeffs, sy, sx)
+        gx = spline_shift(self.dcx, sy, sx - 0.5, order=(3, 2))
+        gy = spline_shift(self.dcy, sy - 0.5, sx, order=(2, 3))
+        return val, gx, gy
+
+    def coverage(self, d):
+        """Frame pixels whose template position ``x - d`` lies inside the trusted template."""
+        sy, sx = d[1], d[0]
+        return shifted_mask(self.cover, sy, sx), spline_shift(self.var, sy, sx, order=1)
