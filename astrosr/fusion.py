@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from .geometry import OutputGrid, Placement, fitted_wcs, frame_transforms
+from .geometry import OutputGrid, Placement, carries_wcs, fitted_wcs, frame_transforms
 from .misfit import record_fit
 from .nddata import add_history, shift_wcs
 from .output import ResultImage, is_surface_brightness, output_header, uncertainty_like
@@ -268,8 +268,9 @@ def _placement(stack, geometry, scale, method, output_wcs, shape_out, reference)
     scale = _check_scale(grid.scale, integer=integer)
     placement = Placement(transforms, stack.shape, grid)
     kind = "shift" if all(t.is_shift for t in transforms) else "similarity"
-    if isinstance(geometry, str):
-        kind = "wcs" + (" (translations only: the shift path)" if kind == "shift" else "")
+    if isinstance(geometry, str) or carries_wcs(geometry):
+        kind = ("wcs" if isinstance(geometry, str) else "wcs (corrected by registration)") + (
+            " (translations only: the shift path)" if kind == "shift" else "")
     return placement, scale, kind + ("" if grid.is_default else " onto output_wcs/shape_out")
 
 
@@ -277,6 +278,8 @@ def _reference_wcs(stack, transforms, geometry, reference):
     """The WCS of the reference's pixels: the geometry's identity frame, else derived from frame 0."""
     if isinstance(geometry, str):
         return stack.wcs[reference]
+    if carries_wcs(geometry):
+        return geometry["wcs"][reference]
     from astropy.wcs import WCS
 
     for t, w in zip(transforms, stack.wcs):

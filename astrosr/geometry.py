@@ -24,8 +24,9 @@ from astropy.table import QTable
 
 from .nddata import rescale_wcs, shift_array
 
-__all__ = ["low_level", "Similarity", "WCSTransform", "OutputGrid", "Placement", "geometry_table",
-           "frame_transforms", "pixel_map", "corner_map", "footprint_areas", "fitted_wcs",
+__all__ = ["low_level", "Similarity", "WCSTransform", "Corrected", "OutputGrid", "Placement", "geometry_table",
+           "frame_transforms", "pixel_map", "corner_map", "footprint_areas", "fitted_wcs", "local_area",
+           "carries_wcs",
            "GEOMETRY_COLUMNS", "SHIFT_TOLERANCE"]
 
 #: Columns of a geometry table beside ``frame``: shifts, and rotation and scale where present.
@@ -107,6 +108,31 @@ class WCSTransform:
         return "WCSTransform(frame WCS -> reference WCS)"
 
 
+class Corrected:
+    """A transform followed by a small `Similarity` correction in the reference's pixel plane.
+
+    Frame pixel ``q`` lies at ``correction.frame_to_reference(*transform.frame_to_reference(q))``
+    of the reference: a WCS (``transform``, a `WCSTransform`) refined by
+    registration (``use_wcs=True`` of `astrosr.register_stack`).
+    """
+
+    is_shift = False
+
+    def __init__(self, transform, correction):
+        self.transform, self.correction = transform, correction
+
+    def frame_to_reference(self, x, y):
+        """Reference pixel coordinates of frame pixel coordinates ``(x, y)``."""
+        return self.correction.frame_to_reference(*self.transform.frame_to_reference(x, y))
+
+    def reference_to_frame(self, x, y):
+        """Frame pixel coordinates of reference pixel coordinates ``(x, y)``."""
+        return self.transform.reference_to_frame(*self.correction.reference_to_frame(x, y))
+
+    def __repr__(self):
+        return f"Corrected({self.transform!r}, {self.correction!r})"
+
+
 def low_level(wcs):
     """The APE-14 low-level interface of a WCS (a FITS WCS is its own; NDData wraps others)."""
     return getattr(wcs, "low_level_wcs", wcs)
@@ -155,7 +181,8 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
     geometry : table, (n, 2) array, or ``"wcs"``
         See `geometry_table`; ``"wcs"`` maps through each frame's WCS (a frame
         whose WCS differs from the reference's by a translation only gets a
-        `Similarity` shift).
+        `Similarity` shift), as does a table with a column ``wcs`` (the
+        corrected WCS of ``register_stack(..., use_wcs=True)``) through those.
     shape : tuple of int
         ``(ny, nx)`` of the frames (for the centre ``c``).
     wcs : list, optional
@@ -172,6 +199,8 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
             raise ValueError(f"geometry must be a table, an (n, 2) array of shifts or 'wcs', "
                              f"got {geometry!r}")
         return [_as_shift(t, shape) for t in _wcs_transforms(wcs, reference)]
+    if carries_wcs(geometry):
+        return [_as_shift(t, shape) for t in _wcs_transforms(list(geometry["wcs"]), reference)]
     n = len(wcs) if wcs is not None else len(geometry)
     table = geometry_table(geometry, n)
     center = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
@@ -180,6 +209,11 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
     return [Similarity(dx, dy, r, s, center=center)
             for dx, dy, r, s in zip(table["dx"].to_value(u.pix), table["dy"].to_value(u.pix),
                                     rot, scl)]
+
+
+def carries_wcs(geometry):
+    """True for a geometry table with a ``wcs`` column (each frame's corrected WCS)."""
+    return hasattr(geometry, "colnames") and "wcs" in geometry.colnames
 
 
 def _wcs_transforms(wcs, reference):
@@ -293,7 +327,7 @@ class OutputGrid:
         """Output pixels per reference pixel (area), at the reference's centre."""
         if self.output_wcs is None:
             return float(self.scale) ** 2
-        return _local_area(self.from_reference, self.reference_centre)
+        return local_area(self.from_reference, self.reference_centre)
 
     @property
     def reference_centre(self):
@@ -315,7 +349,7 @@ def _shape(shape_out):
     return shape
 
 
-def _local_area(mapping, point, h=0.5):
+def local_area(mapping, point, h=0.5):
     """Area scale of ``mapping`` at ``point``: the determinant of its Jacobian."""
     x, y = point
     xs, ys = mapping(np.array([x - h, x + h, x, x]), np.array([y, y, y - h, y + h]))

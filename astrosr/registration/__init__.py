@@ -34,10 +34,14 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
+from ..geometry import Corrected, Similarity, frame_transforms, local_area
 from ..stack import FrameStack
 from .correlation import phase_correlation
-from .fitting import TOL, check_common_signal, fit_shift, scaled_errors
-from .templates import Frame, Template
+from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
+from .model import MODEL_SCALE, ModelTemplate, fine_model
+from .rotation import coarse_similarity
+from .templates import Frame, Template, fill
+from .wcs_correction import corrected_wcs
 
 __all__ = ["Shift", "register", "register_stack", "phase_correlation"]
 
@@ -107,15 +111,22 @@ def _register_pair(img, ref, upsample):
                  dy_err=float(err[1]), flux_ratio=float(fit.flux_ratio), chi2=float(fit.chi2))
 
 
-def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, progress=False):
-    """Sub-pixel shifts of every frame of a stack relative to one of them.
+def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf=None,
+                   method="auto", upsample=100, max_iter=12, hdu=None, progress=False):
+    """Sub-pixel geometry of every frame of a stack relative to one of them.
 
-    Each frame is first located against the reference by phase correlation,
-    then fitted by weighted least squares against a leave-one-out template
-    (the mean of all other frames, aligned with the current shifts), and the
-    templates are rebuilt until the shifts stop changing (by less than 1% of
-    their errors, at most ``max_iter`` rounds). With two frames this is
-    `register`.
+    Each frame is first located against the reference (phase correlation for
+    shifts; rotation and scale from any start by log-polar correlation of the
+    Fourier magnitudes, the 180-degree ambiguity resolved by correlation; or
+    the frames' WCS with ``use_wcs=True``), then fitted by weighted least
+    squares against a leave-one-out template (the mean of all other frames,
+    aligned with the current geometry), and the templates are rebuilt until
+    the parameters stop changing (by less than a fifth of their errors, at most
+    ``max_iter`` rounds). Frames sampled more coarsely than Nyquist (PSF FWHM
+    below 2 input pixels) are then fitted against a Richardson-Lucy model of
+    the sky on a 4x finer grid, observed through each frame's geometry, the
+    PSF and the pixels, alternated with the model until it converges
+    (`astrosr.registration.model`): the only way to the noise limit there.
 
     Parameters
     ----------
@@ -123,44 +134,65 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, 
         The stack (see `astrosr.nddata.as_frames`); uncertainties weight the
         fit and make the errors calibrated.
     reference : int
-        Index of the frame that defines ``dx = dy = 0``.
+        Index of the frame that defines the identity.
+    transform : {"shift", "rigid", "similarity"}
+        The parameters fitted: ``dx, dy``; plus ``rotation``; plus ``scale``
+        (DESIGN.md convention, about the frame centre).
+    use_wcs : bool
+        Start from each frame's WCS (distortion included) and fit a
+        correction on top of it (the ``transform`` parameters, in the
+        reference's pixels): the table's ``dx, dy, rotation, scale`` are then
+        that correction, and its column ``wcs`` holds each frame's corrected
+        WCS (CRVAL and CD adjusted, distortion kept), as TweakReg does.
+    psf : `~astrosr.psf.PSF`, optional
+        The frames' PSF, for the choice of method and the model fit; default:
+        measured on the stars of the reference frame when ``method`` needs it.
+    method : {"auto", "correlation", "model"}
+        ``"auto"`` fits against the fine-grid model when the PSF's FWHM is
+        below 2 input pixels, else against the frames (the fast path); the
+        choice and its reason are in ``table.meta["registration"]``.
     upsample : int
-        Upsampling of the phase-correlation first estimate.
+        Upsampling of the phase-correlation first estimate of shifts.
     max_iter : int
         Most template rebuilds.
     hdu : int or str, optional
         HDU to read when ``frames`` are FITS paths.
     progress : bool
-        Show a progress bar (with ETA) over the frames: their preparation,
-        phase correlation and each round of template fits (the total grows
-        by one round of frames whenever another round is needed).
+        Show a progress bar (with ETA) over the frames.
 
     Returns
     -------
     `~astropy.table.QTable`
         Columns ``frame``, ``dx``, ``dy``, ``dx_err``, ``dy_err`` (pixels),
-        ``flux_ratio`` and ``chi2``. A source at ``(x, y)`` in the reference
-        is at ``(x + dx, y + dy)`` in frame ``i``. The errors of frame ``i``
+        with ``rotation``, ``rotation_err`` (deg) for rigid and similarity
+        and ``scale``, ``scale_err`` for similarity, then ``flux_ratio`` and
+        ``chi2`` (and ``wcs`` with ``use_wcs``). A source at ``p`` in the
+        reference is at ``scale * R(rotation) (p - c) + c + (dx, dy)`` in
+        frame ``i`` (``c`` the frame centre). The errors of frame ``i``
         combine its own and the reference's measurement errors, because the
         reference's noise sets where zero is; the reference row has zeros.
+        ``meta["registration"]`` says which method ran and why.
+
+    Raises
+    ------
+    ValueError
+        Unknown transform or method, a reference out of range, frames that do
+        not overlap or show no common signal, ``use_wcs`` without a WCS.
     """
+    if transform not in FREE:
+        raise ValueError(f"transform must be one of {sorted(FREE)}, got {transform!r}")
+    if method not in ("auto", "correlation", "model"):
+        raise ValueError(f"method must be 'auto', 'correlation' or 'model', got {method!r}")
     frames = FrameStack.parse(frames, hdu=hdu)
     n = len(frames)
     if not -n <= reference < n:
         raise ValueError(f"reference={reference} is out of range for {n} frames")
     reference %= n
+    wcs_maps = wcs_starts(frames, reference) if use_wcs else None
     if n == 1:
-        return _table([np.zeros(2)], [np.zeros(2)], [1.0], [0.0])
-    if n == 2:
-        other = 1 - reference
-        s = _register_pair(Frame(frames, other, f"frames[{other}]"),
-                           Frame(frames, reference, f"frames[{reference}]"), upsample)
-        d = [np.zeros(2), np.zeros(2)]
-        e = [np.zeros(2), np.zeros(2)]
-        d[other], e[other] = np.array([s.dx, s.dy]), np.array([s.dx_err, s.dy_err])
-        ratio = [1.0, 1.0]
-        ratio[other] = s.flux_ratio
-        return _table(d, e, ratio, [0.0 if i == reference else s.chi2 for i in range(2)])
+        return _table(frames, [Fit(np.array([0.0, 0.0, 0.0, 1.0]), np.zeros((4, 4)), 1.0, 0.0,
+                                   1.0, 0.0)], 0, transform, None, "single frame", None)
+    method, why, psf = choose_method(frames, reference, psf, method)
     from ..progress import progress_bar
 
     with progress_bar(total=3 * n, desc="registering", unit="frame", enabled=progress) as bar:
@@ -168,64 +200,275 @@ def register_stack(frames, reference=0, *, upsample=100, max_iter=12, hdu=None, 
         for i in range(n):
             stack.append(Frame(frames, i, f"frames[{i}]"))
             bar.update(1)
-        ref = stack[reference]
-        d = []
-        for i, f in enumerate(stack):
-            d.append(phase_correlation(ref.data, f.data, upsample=upsample,
-                                       good=(ref.good, f.good)) if i != reference else (0.0, 0.0))
-            bar.update(1)
-        fits = _iterate_templates(stack, np.array(d), max_iter, bar)
+        if transform == "shift" and wcs_maps is None:
+            fits = _shift_fits(stack, reference, upsample, max_iter, bar)
+        else:
+            fits = _warp_fits(stack, reference, transform, wcs_maps, max_iter, bar)
+        if method.startswith("model"):
+            fits = _model_fits(frames, stack, fits, transform, wcs_maps, psf,
+                               min(max_iter, _MODEL_ROUNDS))
     for i, fit in enumerate(fits):
         check_common_signal(fit, f"frames[{i}]")
-    errs = np.array([scaled_errors(f, s.estimated_noise) for f, s in zip(fits, stack)])
-    shifts = np.array([f.d for f in fits]) - fits[reference].d
-    errs = np.sqrt(errs ** 2 + errs[reference] ** 2)
-    errs[reference] = 0.0
-    return _table(shifts, errs, [f.flux_ratio / fits[reference].flux_ratio for f in fits],
-                  [f.chi2 for f in fits])
+    return _table(frames, fits, reference, transform, [s.estimated_noise for s in stack],
+                  f"{method}: {why}", wcs_maps)
 
 
-def _iterate_templates(stack, d, max_iter, bar=None):
-    """Fit every frame to its leave-one-out template until the shifts converge.
+def _shift_fits(stack, reference, upsample, max_iter, bar):
+    """Shifts: phase correlation, then leave-one-out templates (with two frames, `register`)."""
+    ref = stack[reference]
+    if len(stack) == 2:
+        other = stack[1 - reference]
+        d0 = phase_correlation(ref.data, other.data, upsample=upsample, good=(ref.good, other.good))
+        fit = fit_shift(other, Template(ref.data, ref.good_var, ref.good), d0,
+                        template_noise_in_weights=True)
+        fits = [fit, fit]
+        fits[reference] = _identity_fit(fit)
+        return fits
+    d = []
+    for i, f in enumerate(stack):
+        d.append(phase_correlation(ref.data, f.data, upsample=upsample, good=(ref.good, f.good))
+                 if i != reference else (0.0, 0.0))
+        bar.update(1)
+    starts = [np.array([dx, dy, 0.0, 1.0]) for dx, dy in d]
+    return _iterate_templates(stack, starts, "shift", None, max_iter, bar)
+
+
+def _warp_fits(stack, reference, kind, wcs_maps, max_iter, bar):
+    """Rotation/scale (or a WCS start): coarse start, fit against the reference, then
+    leave-one-out templates."""
+    ref = stack[reference]
+    first = Template(ref.data, ref.good_var, ref.good)
+    starts = []
+    for i, f in enumerate(stack):
+        if i == reference:
+            starts.append(np.array([0.0, 0.0, 0.0, 1.0]))
+        else:
+            start = _coarse(ref, f, kind, None if wcs_maps is None else wcs_maps[i])
+            fit = fit_transform(f, first, start, kind, inputs=_inputs(wcs_maps, i),
+                                template_noise_in_weights=True)
+            check_common_signal(fit, f"frames[{i}]")  # refuse a different sky at once
+            starts.append(fit.params)
+        bar.update(1)
+    if len(stack) == 2:
+        fits = [None, None]
+        fits[1 - reference] = fit
+        fits[reference] = _identity_fit(fit)
+        return fits
+    return _iterate_templates(stack, starts, kind, wcs_maps, max_iter, bar)
+
+
+def _coarse(ref, frame, kind, wcs_map):
+    """The start of the fit: log-polar correlation, or the WCS and a phase correlation."""
+    center = _center(frame)
+    if wcs_map is None:
+        dx, dy, rot, scl = coarse_similarity(ref.data, frame.data, good=(ref.good, frame.good),
+                                             scale=kind == "similarity")
+        return Similarity(dx, dy, rot if kind != "shift" else 0.0, scl, center=center)
+    # On the reference grid through the WCS, what is left is (nearly) a translation.
+    values, _, cover = frame.resampled(wcs_map.transform)
+    dx, dy = phase_correlation(ref.data, fill(values, cover), good=(ref.good, cover))
+    return Similarity(dx, dy, center=center)
+
+
+def _inputs(wcs_maps, i):
+    return None if wcs_maps is None else wcs_maps[i].inputs
+
+
+def _center(frame):
+    ny, nx = frame.data.shape
+    return ((nx - 1) / 2.0, (ny - 1) / 2.0)
+
+
+def _transform(params, frame, wcs_map):
+    """Reference grid <-> frame pixels for fitted ``params`` (and a WCS start)."""
+    sim = Similarity(*params, center=_center(frame))
+    return sim if wcs_map is None else Corrected(wcs_map.transform, sim)
+
+
+def _identity_fit(fit):
+    return Fit(np.array([0.0, 0.0, 0.0, 1.0]), np.zeros_like(fit.cov), 1.0, 0.0, 1.0, fit.signal)
+
+
+def _iterate_templates(stack, params, kind, wcs_maps, max_iter, bar=None):
+    """Fit every frame to its leave-one-out template until the parameters converge.
 
     ``bar`` (a progress bar) advances by one per frame fitted; its total
     grows by a round of frames when a round after the first begins.
     """
-    fits = None
+    fits, k = None, FREE[kind]
+    shift_only = kind == "shift" and wcs_maps is None
     for round_ in range(max(int(max_iter), 1)):
         if bar is not None and round_:
             bar.total += len(stack)
             bar.refresh()
-        aligned = [f.aligned(di) for f, di in zip(stack, d)]
+        if shift_only:
+            aligned = [f.aligned(p[:2]) for f, p in zip(stack, params)]
+        else:
+            aligned = [f.resampled(t, area=1.0 / local_area(t.frame_to_reference, _center(f)))
+                       for f, t in ((f, _transform(p, f, _map(wcs_maps, i)))
+                                    for i, (f, p) in enumerate(zip(stack, params)))]
         total = sum(np.where(c, v, 0.0) for v, _, c in aligned)
         total_var = sum(np.where(c, w, 0.0) for _, w, c in aligned)
         count = sum(c.astype(float) for _, _, c in aligned)
         fits = []
-        for frame, di, (v, w, c) in zip(stack, d, aligned):
+        for i, (frame, p, (v, w, c)) in enumerate(zip(stack, params, aligned)):
             n_other = count - c
             cover = n_other > 0
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.where(cover, (total - np.where(c, v, 0.0)) / n_other, 0.0)
                 var = np.where(cover, (total_var - np.where(c, w, 0.0)) / n_other ** 2, 0.0)
-            fits.append(fit_shift(frame, Template(mean, var, cover), di,
-                                   template_noise_in_weights=False))
+            template = Template(mean, var, cover)
+            if shift_only:
+                fits.append(fit_shift(frame, template, p[:2], template_noise_in_weights=False))
+            else:
+                fits.append(fit_transform(frame, template, Similarity(*p, center=_center(frame)),
+                                          kind, inputs=_inputs(wcs_maps, i)))
             if bar is not None:
                 bar.update(1)
-        new = np.array([f.d for f in fits])
-        change = np.abs(new - d).max(axis=0)
-        d = new
-        typical = np.median([np.sqrt(np.diag(f.cov)) for f in fits], axis=0)
-        if np.all(change < 0.01 * typical) or np.all(change < TOL):
+        if round_ == 0:  # refuse a different sky before any further round
+            for i, fit in enumerate(fits):
+                check_common_signal(fit, f"frames[{i}]")
+        new = [f.params for f in fits]
+        if _converged(params, new, fits, k):
             break
+        params = new
     return fits
 
 
-def _table(shifts, errs, ratio, chi2):
-    shifts = np.asarray(shifts, dtype=float)
-    errs = np.asarray(errs, dtype=float)
-    return QTable({
-        "frame": np.arange(len(shifts)),
-        "dx": shifts[:, 0] * u.pix, "dy": shifts[:, 1] * u.pix,
-        "dx_err": errs[:, 0] * u.pix, "dy_err": errs[:, 1] * u.pix,
-        "flux_ratio": np.asarray(ratio, dtype=float), "chi2": np.asarray(chi2, dtype=float),
-    })
+def _converged(old, new, fits, k):
+    change = np.abs(np.array(new)[:, :k] - np.array(old)[:, :k]).max(axis=0)
+    typical = np.median([np.sqrt(np.diag(f.cov)) for f in fits], axis=0)
+    return bool(np.all(change < CONVERGED * typical) or np.all(change < TOL))
+
+
+def _map(wcs_maps, i):
+    return None if wcs_maps is None else wcs_maps[i]
+
+
+def _model_fits(frames, stack, fits, kind, wcs_maps, psf, max_iter):
+    """Alternate a fine-grid Richardson-Lucy model and the fit of every frame against it."""
+    params = [f.params for f in fits]
+    for _ in range(max(int(max_iter), 1)):
+        transforms = [_transform(p, f, _map(wcs_maps, i))
+                      for i, (f, p) in enumerate(zip(stack, params))]
+        template = ModelTemplate(fine_model(frames, transforms, psf), psf, MODEL_SCALE)
+        fits = [fit_transform(f, template, Similarity(*p, center=_center(f)), kind,
+                              inputs=_inputs(wcs_maps, i))
+                for i, (f, p) in enumerate(zip(stack, params))]
+        new = [f.params for f in fits]
+        if _converged(params, new, fits, FREE[kind]):
+            break
+        params = new
+    return fits
+
+
+#: The templates are rebuilt until no parameter changes by more than this fraction of its
+#: error: beyond about a fifth, the rounds only wander within a tenth of the errors.
+CONVERGED = 0.2
+#: Frames whose PSF is narrower (FWHM, input pixels) are sampled below Nyquist.
+NYQUIST_FWHM = 2.0
+#: Most alternations of model and fit on undersampled frames.
+_MODEL_ROUNDS = 4
+
+
+def choose_method(frames, reference, psf, method):
+    """``(method, reason, psf)``: the fine-grid model where the frames are undersampled."""
+    if method == "correlation":
+        return "correlation", "requested", psf
+    if psf is None:
+        from ..psf import estimate_psf
+
+        try:
+            psf = estimate_psf(frames.ccds[reference])
+        except ValueError:
+            if method == "model":
+                raise ValueError("method='model' needs the PSF: none could be measured on the "
+                                 "stars of the reference frame; pass psf=") from None
+            return "correlation", "no PSF measured on the reference frame (no point sources): " \
+                                  "frames taken as well sampled", None
+        source = "measured on the reference frame"
+    else:
+        source = "given"
+    fwhm = psf_fwhm(psf)
+    if method == "model":
+        return "model", f"requested; PSF ({source}) FWHM {fwhm:.2f} px", psf
+    if fwhm < NYQUIST_FWHM:
+        return "model", f"undersampled: PSF ({source}) FWHM {fwhm:.2f} px < {NYQUIST_FWHM:g} px", psf
+    return "correlation", f"well sampled: PSF ({source}) FWHM {fwhm:.2f} px >= {NYQUIST_FWHM:g} px", psf
+
+
+def psf_fwhm(psf, oversampling=8):
+    """Full width at half maximum of any PSF (input pixels), from the area above half its peak."""
+    from ..psf import as_psf
+
+    kernel = as_psf(psf, oversampling=oversampling).kernel(oversampling)
+    area = np.count_nonzero(kernel >= 0.5 * kernel.max()) / oversampling ** 2
+    return float(2.0 * np.sqrt(area / np.pi))
+
+
+class WCSStart:
+    """A frame's WCS map onto the reference, and its pixels' reference positions (the fit's inputs)."""
+
+    def __init__(self, transform, shape):
+        self.transform = transform
+        yy, xx = np.indices(shape, dtype=float)
+        self.inputs = transform.frame_to_reference(xx, yy)
+
+
+def wcs_starts(frames, reference):
+    """The frames' WCS as the start of ``use_wcs=True`` (ValueError where a frame has none)."""
+    shape = frames.data.shape[1:]
+    transforms = frame_transforms("wcs", shape, frames.wcs, reference=reference)
+    return [WCSStart(t, shape) for t in transforms]
+
+
+def _relative(params, ref):
+    """Parameters of frame i relative to the reference: ``G_i o G_ref^-1`` (same centre)."""
+    rot, scl = params[2] - ref[2], params[3] / ref[3]
+    t = np.deg2rad(rot)
+    m = scl * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    d = params[:2] - m @ ref[:2]
+    return np.array([d[0], d[1], rot, scl])
+
+
+def _table(frames, fits, reference, kind, estimated_noise, description, wcs_maps):
+    """The DESIGN.md geometry table, relative to the reference frame."""
+    k = FREE[kind]
+    ref = fits[reference]
+    params = np.array([_relative(f.params, ref.params) for f in fits])
+    if estimated_noise is None:
+        errs = np.zeros((len(fits), k))
+    else:
+        errs = np.array([scaled_errors(f, e) for f, e in zip(fits, estimated_noise)])
+        errs = np.sqrt(errs ** 2 + errs[reference] ** 2)
+        errs[reference] = 0.0
+        params[reference] = [0.0, 0.0, 0.0, 1.0]
+    table = QTable({"frame": np.arange(len(fits)),
+                    "dx": params[:, 0] * u.pix, "dy": params[:, 1] * u.pix,
+                    "dx_err": errs[:, 0] * u.pix, "dy_err": errs[:, 1] * u.pix})
+    if k > 2:
+        table["rotation"], table["rotation_err"] = params[:, 2] * u.deg, errs[:, 2] * u.deg
+    if k > 3:
+        table["scale"] = params[:, 3] * u.one
+        table["scale_err"] = errs[:, 3] * u.one
+    table["flux_ratio"] = np.array([f.flux_ratio / ref.flux_ratio for f in fits])
+    table["chi2"] = np.array([0.0 if i == reference else f.chi2 for i, f in enumerate(fits)])
+    table.meta["registration"] = description
+    table.meta["transform"] = kind
+    if wcs_maps is not None:
+        _add_corrected_wcs(table, frames, params, reference)
+    return table
+
+
+def _add_corrected_wcs(table, frames, params, reference):
+    """Column ``wcs``: each frame's WCS with its correction; ``meta`` the worst misfit (px)."""
+    shape = frames.data.shape[1:]
+    center = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    corrected, worst = [], 0.0
+    for w, p in zip(frames.wcs, params):
+        new, residual = corrected_wcs(w, frames.wcs[reference], Similarity(*p, center=center),
+                                      shape)
+        corrected.append(new)
+        worst = max(worst, residual)
+    table["wcs"] = corrected
+    table.meta["wcs_residual_px"] = worst

@@ -7,8 +7,10 @@ cubic spline needs (quadratic along the derivative, cubic across it).
 """
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["spline_shift", "shifted_mask"]
+__all__ = ["spline_shift", "shifted_mask", "spline_at", "spline_gradient_at", "mask_at",
+           "GRADIENT_STEP"]
 
 
 def _bspline(order, t):
@@ -46,3 +48,37 @@ def shifted_mask(mask, sy, sx):
     inside &= ((yy >= 0) & (yy <= mask.shape[0] - 1))[:, None]
     inside &= ((xx >= 0) & (xx <= mask.shape[1] - 1))[None, :]
     return inside
+
+
+# --------------------------------------------------------------------------- anywhere
+#
+# A rotated or scaled grid needs the spline at arbitrary points:
+# scipy.ndimage.map_coordinates evaluates it (prefilter=False: the
+# coefficients are given). Its gradient is a forward difference over
+# GRADIENT_STEP pixels: the model itself is evaluated exactly, so this only
+# touches the Jacobian (and the Fisher errors) at the 1e-3 level.
+
+#: Step of the spline's finite-difference gradient (pixels).
+GRADIENT_STEP = 1e-3
+
+
+def spline_at(coeffs, x, y, order=3):
+    """A B-spline surface with coefficients ``coeffs`` at points ``(x, y)`` (mirrored beyond)."""
+    return ndimage.map_coordinates(coeffs, [np.asarray(y, float), np.asarray(x, float)],
+                                   order=order, prefilter=False, mode="mirror")
+
+
+def spline_gradient_at(coeffs, x, y):
+    """Value and gradient ``(v, dv/dx, dv/dy)`` of a cubic B-spline surface at ``(x, y)``."""
+    h = GRADIENT_STEP
+    val = spline_at(coeffs, x, y)
+    return val, (spline_at(coeffs, x + h, y) - val) / h, (spline_at(coeffs, x, y + h) - val) / h
+
+
+def mask_at(mask, x, y):
+    """Points ``(x, y)`` inside the array whose bilinear neighbourhood is fully in ``mask``."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ny, nx = mask.shape
+    inside = (x >= 0) & (x <= nx - 1) & (y >= 0) & (y <= ny - 1)
+    return inside & (ndimage.map_coordinates(mask.astype(float), [y, x], order=1,
+                                             mode="constant") > 0.999)

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import fft, ndimage
 
-from .splines import shifted_mask, spline_shift
+from .splines import mask_at, shifted_mask, spline_at, spline_gradient_at, spline_shift
 
 __all__ = ["Frame", "Template", "fill", "MARGIN"]
 
@@ -37,6 +37,18 @@ class Frame:
         values = spline_shift(self.coeffs, sy, sx)
         var = spline_shift(self.good_var, sy, sx, order=1)
         return values, var, shifted_mask(self.trusted, sy, sx)
+
+    def resampled(self, transform, area=1.0):
+        """Data, variance and coverage on the reference grid through any transform.
+
+        The value at reference pixel p is the frame at ``transform.reference_to_frame(p)``,
+        times ``area`` (frame pixels per reference pixel: flux per reference pixel).
+        """
+        yy, xx = np.indices(self.data.shape, dtype=float)
+        qx, qy = transform.reference_to_frame(xx, yy)
+        values = spline_at(self.coeffs, qx, qy) * area
+        var = spline_at(self.good_var, qx, qy, order=1) * area ** 2
+        return values, var, mask_at(self.trusted, qx, qy)
 
 
 def fill(data, good):
@@ -133,3 +145,11 @@ class Template:
         """Frame pixels whose template position ``x - d`` lies inside the trusted template."""
         sy, sx = d[1], d[0]
         return shifted_mask(self.cover, sy, sx), spline_shift(self.var, sy, sx, order=1)
+
+    def at(self, x, y):
+        """Template value and gradient at reference positions ``(x, y)``."""
+        return spline_gradient_at(self.coeffs, x, y)
+
+    def coverage_at(self, x, y):
+        """Which positions ``(x, y)`` lie inside the trusted template, and its variance there."""
+        return mask_at(self.cover, x, y), spline_at(self.var, x, y, order=1)
