@@ -42,6 +42,7 @@ from .inference import ensemble_size
 from .misfit import fit_passed
 from .nddata import add_history, variance_of
 from .output import uncertainty_like
+from .psf import PSF
 from .registration import register_stack
 from .resources import check_memory
 from .stack import FrameStack
@@ -194,9 +195,11 @@ class MultiFrameSR:
         with self._step("register"):
             if geometry is None:
                 geometry = register_stack(frames, reference=self.reference,
+                                          psf=self.psf if isinstance(self.psf, PSF) else None,
                                           progress=self.progress)
                 notes.append(f"registered {len(frames)} frames with register_stack "
-                             f"(reference {self.reference})")
+                             f"(reference {self.reference}; "
+                             f"{geometry.meta['registration']})")
             else:
                 notes.append("geometry given by the caller"
                              + (" (the frames' WCS)" if isinstance(geometry, str) else ""))
