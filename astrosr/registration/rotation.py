@@ -4,15 +4,17 @@ A source at reference pixel ``p`` appears in the frame at
 ``q = s R(rotation) (p - c) + c + (dx, dy)`` (DESIGN.md, `astrosr.geometry.Similarity`,
 ``c`` the frame centre). `coarse_similarity` finds ``(dx, dy, rotation, scale)``
 for any rotation, a scale within about ±10% and shifts up to a quarter of the
-frame, to a fraction of a pixel over the frame: close enough for a
+frame along each axis, to a fraction of a pixel over the frame: close enough for a
 Gauss-Newton refinement to take over. Both frames are first compressed
 (asinh above a few times the noise, `astrosr.registration.correlation.prepare_for_fft`)
 so that the brightest stars do not outweigh the rest. Then:
 
 1. **Rotation and scale from the Fourier magnitude**, which a translation
    does not change (Reddy & Chatterji 1996, IEEE Trans. Image Proc. 5, 1266:
-   the Fourier-Mellin transform). The magnitudes of the Hann-windowed
-   frames' spectra, high-pass emphasised, are mapped to log-polar
+   the Fourier-Mellin transform). The magnitudes of the tapered frames'
+   spectra (a Tukey window, flat over the middle: a Hann window weights
+   the content shared by frames shifted by a quarter of their size too
+   little), high-pass emphasised, are mapped to log-polar
    coordinates over an annulus of useful frequencies (the lowest belong to
    the window and the DC; the highest are noise and, in undersampled frames,
    aliases), where a rotation is a shift along the angle and a scale a shift
@@ -23,8 +25,12 @@ so that the brightest stars do not outweigh the rest. Then:
 2. **The 180-degree ambiguity and the translation.** For each of the
    strongest peaks, at its angle and that angle plus 180 degrees, the frame
    is resampled onto the reference grid (through
-   `Similarity.reference_to_frame`, so the convention cannot drift) and
-   phase-correlated with the reference
+   `Similarity.reference_to_frame`, so the convention cannot drift) and its
+   translation found: to a pixel by masked normalised cross-correlation
+   (Padfield 2012, CVPR; `skimage.registration.phase_cross_correlation`
+   with masks), which the small overlap of frames shifted by a quarter of
+   their size along both axes and rotated does not fool, then to a fraction
+   of a pixel by phase correlation
    (`astrosr.registration.correlation.phase_correlation`). A translation
    ``t`` found there is a shift ``s R t`` in frame pixels. The candidate whose
    resampled frame then correlates best with the reference is kept.
@@ -34,13 +40,15 @@ so that the brightest stars do not outweigh the rest. Then:
    kept if it matches better than the start.
 
 When the best match is weak (a correlation below ``FALLBACK_CORRELATION``:
-sparse star fields, whose spectrum holds too little to rank the right peak
-first), a grid of rotations and scales, each with its best translation, gives
-further candidates.
+mostly sparse star fields, whose spectrum holds too little to rank the right
+peak first), a grid of rotations and scales, each scored at its best
+translation, gives further candidates.
 
-Why these functions: the FFTs (`scipy.fft`), the log-polar resampling
+Why these functions: the FFTs (`scipy.fft`), the window
+(`scipy.signal.windows.tukey`), the log-polar resampling
 (`skimage.transform.warp_polar`), interpolation and filters (`scipy.ndimage`)
-and the translations (this package's `phase_correlation`) are library code.
+and the translations (`skimage.registration.phase_cross_correlation`, this
+package's `phase_correlation`) are library code.
 Written here: the cross-correlation of the log-polar maps, because it must
 be periodic along the angle but not along the log-radius, be searched only
 over plausible scales and give several peaks, which neither
@@ -52,6 +60,7 @@ reach through many evaluations of a generic cost.
 
 import numpy as np
 from scipy import fft, ndimage
+from scipy.signal.windows import tukey
 
 from ..geometry import Similarity
 from .correlation import phase_correlation, prepare_for_fft
@@ -61,6 +70,10 @@ __all__ = ["coarse_similarity", "CoarseSimilarity"]
 #: Annulus of the spectrum used, in cycles per pixel: above the window's and the
 #: DC's reach, below the noise and most aliases of undersampled frames.
 FREQUENCIES = (0.03, 0.4)
+#: Fraction of each axis tapered (Tukey window) before the Fourier transforms.
+TAPER = 0.5
+#: Fewest samples of the log-polar maps along the angle (0-180 degrees) and the log-radius.
+MIN_SAMPLES = (180, 128)
 #: Largest scale change searched (fraction): ``1 / (1 + x)`` to ``1 + x``.
 MAX_SCALE_CHANGE = 0.12
 #: Fourier-Mellin peaks tried (each at its angle and that angle + 180 degrees).
@@ -69,8 +82,11 @@ N_CANDIDATES = 3
 FALLBACK_CORRELATION = 0.45
 #: Steps of that grid: rotation (degrees) and scale (fraction).
 GRID_STEP, GRID_SCALE = 3.0, 0.04
-#: Gaussian smoothing (pixels) of the frames for their correlation (`CoarseSimilarity.correlation`).
-MATCH_SMOOTHING = 1.0
+#: Points a side (at most about) of the grid of the first, masked, search for a translation.
+COARSE_GRID = 64
+#: Gaussian smoothing (pixels) of the frames correlated to compare transforms, and the larger
+#: scales removed too (a difference of Gaussians) for `CoarseSimilarity.correlation`.
+MATCH_BAND = (1.0, 4.0)
 #: Gaussian smoothing (pixels) of the frames at each Gauss-Newton step of the polish.
 NEWTON_SMOOTHING = (3.0, 2.0, 1.0, 0.5, 0.0)
 
@@ -89,15 +105,21 @@ class CoarseSimilarity(tuple):
     scale : float
         Frame pixels per reference pixel.
     correlation : float
-        Pearson correlation of the asinh-compressed reference and frame over
-        their overlap, the frame resampled with this transform: about 0.95 or
-        more on extended emission, 0.6-0.8 on a noisy star field, 0.2-0.5 on
-        a sparse one, below 0.15 when nothing matched.
+        Pearson correlation of the asinh-compressed reference and frame,
+        band-passed (a difference of Gaussians, ``MATCH_BAND``), over their
+        overlap, the frame resampled with this transform. Matched noisy
+        128x128 frames gave 0.9-0.98 on extended emission, 0.85-0.95 on star
+        fields (150 stars) and 0.5-0.85 on sparse ones (30 stars);
+        unrelated frames (the best of many transforms, found by chance) up
+        to 0.2 on extended emission, 0.4 on star fields and 0.45 on sparse
+        ones, pure noise 0.1-0.25: trust a match above about 0.6.
+    overlap : float
+        Fraction of the reference's pixels in the overlap.
     """
 
-    def __new__(cls, dx, dy, rotation, scale, correlation=np.nan):
+    def __new__(cls, dx, dy, rotation, scale, correlation=np.nan, overlap=np.nan):
         self = super().__new__(cls, (float(dx), float(dy), float(rotation), float(scale)))
-        self.correlation = float(correlation)
+        self.correlation, self.overlap = float(correlation), float(overlap)
         return self
 
     dx = property(lambda self: self[0], doc="Shift along x (frame pixels).")
@@ -111,7 +133,8 @@ class CoarseSimilarity(tuple):
 
     def __repr__(self):
         return (f"CoarseSimilarity(dx={self[0]:.4g}, dy={self[1]:.4g}, rotation={self[2]:.4g}, "
-                f"scale={self[3]:.6g}, correlation={self.correlation:.3g})")
+                f"scale={self[3]:.6g}, correlation={self.correlation:.3g}, "
+                f"overlap={self.overlap:.3g})")
 
 
 def coarse_similarity(reference, image, *, good=None, scale=True):
@@ -133,7 +156,8 @@ def coarse_similarity(reference, image, *, good=None, scale=True):
         ``(dx, dy, rotation, scale)``: a source at reference pixel ``p`` is at
         ``scale * R(rotation) (p - c) + c + (dx, dy)`` in ``image``, ``c`` the
         frame centre ``((nx-1)/2, (ny-1)/2)``, rotation in degrees in
-        ``(-180, 180]``; its ``correlation`` attribute measures the match.
+        ``(-180, 180]``; its ``correlation`` and ``overlap`` attributes
+        measure the match.
 
     Raises
     ------
@@ -144,18 +168,19 @@ def coarse_similarity(reference, image, *, good=None, scale=True):
     pair = _Pair(reference, image, good)
     candidates = [(r, s) for rotation, s in _fourier_mellin(pair, scale)
                   for r in (rotation, rotation + 180.0)]
-    best, r = _best_of(pair, candidates, scale)
+    best, (r, n) = _best_of(pair, candidates, scale)
     if r < FALLBACK_CORRELATION:
-        other, r_other = _best_of(pair, _grid_search(pair, scale), scale)
-        if r_other > r:
-            best, r = other, r_other
+        other, (r_other, n_other) = _best_of(pair, _grid_search(pair, scale), scale)
+        if r_other * np.sqrt(n_other) > r * np.sqrt(n):
+            best, r, n = other, r_other, n_other
     rotation = (best.rotation + 180.0) % 360.0 - 180.0
+    r, n = _match(pair, best, band_pass=True)
     return CoarseSimilarity(best.dx, best.dy, 180.0 if rotation == -180.0 else rotation,
-                            best.scale if scale else 1.0, r)
+                            best.scale if scale else 1.0, r, n / pair.ref.size)
 
 
 class _Pair:
-    """The two frames (raw and compressed), their usable pixels and the frame centre."""
+    """The two frames, compressed (`prepare_for_fft`), their usable pixels and the frame centre."""
 
     def __init__(self, reference, image, good):
         ref, img = np.asarray(reference, dtype=float), np.asarray(image, dtype=float)
@@ -178,22 +203,34 @@ class _Pair:
         self.ref = prepare_for_fft(ref, self.good_ref, False)
         self.img = prepare_for_fft(img, self.good_img, False)
         self.spline = ndimage.spline_filter(self.img, order=3, mode="nearest")
-        self.smooth_ref, self.smooth_img = (ndimage.gaussian_filter(d, MATCH_SMOOTHING)
-                                            for d in (self.ref, self.img))
+        self._smoothed = {}
 
-    def resampled(self, sim, order=3, step=1, smooth=False):
+    def smoothed(self, sigma):
+        """The compressed reference and image smoothed by a Gaussian of ``sigma`` pixels (cached)."""
+        if sigma not in self._smoothed:
+            self._smoothed[sigma] = tuple(ndimage.gaussian_filter(d, sigma)
+                                          for d in (self.ref, self.img))
+        return self._smoothed[sigma]
+
+    def band_passed(self):
+        """The compressed frames less their smoothed versions (``MATCH_BAND``): no large scales."""
+        (ref_lo, img_lo), (ref_hi, img_hi) = (self.smoothed(s) for s in MATCH_BAND)
+        return ref_lo - ref_hi, img_lo - img_hi
+
+    def resampled(self, sim, order=3, step=1, source=None):
         """The compressed image seen on the reference grid through ``sim``, and where it is usable.
 
         ``step > 1``: on every ``step``-th reference pixel along each axis
-        only; ``smooth``: the image smoothed by ``MATCH_SMOOTHING`` (linear
-        interpolation only).
+        only; ``source``: another version of the compressed image (smoothed,
+        band-passed), interpolated linearly.
         """
         ny, nx = self.shape
         yy, xx = np.mgrid[0:ny:step, 0:nx:step].astype(float)
         qx, qy = sim.reference_to_frame(xx, yy)
-        source = self.smooth_img if smooth else self.spline if order == 3 else self.img
-        values = ndimage.map_coordinates(source, [qy, qx], order=1 if smooth else order,
-                                         mode="nearest", prefilter=False)
+        if source is None:
+            source = self.spline if order == 3 else self.img
+        values = ndimage.map_coordinates(source, [qy, qx], order=1 if source is not self.spline
+                                         else 3, mode="nearest", prefilter=False)
         usable = (qx >= 0) & (qx <= nx - 1) & (qy >= 0) & (qy <= ny - 1)
         usable &= self.good_ref[::step, ::step]
         if not self.good_img.all():
@@ -210,8 +247,8 @@ def _fourier_mellin(pair, fit_scale):
     n = max(pair.shape)
     rmin, rmax = max(4.0, FREQUENCIES[0] * n), FREQUENCIES[1] * n
     # About 2 frequency bins (the width of the window's kernel) per sample at rmax.
-    n_angle = max(360, int(np.ceil(np.pi * rmax / 2)))
-    n_radius = max(256, int(np.ceil(rmax * np.log(rmax) / 2)))
+    n_angle = max(MIN_SAMPLES[0], int(np.ceil(np.pi * rmax / 2)))
+    n_radius = max(MIN_SAMPLES[1], int(np.ceil(rmax * np.log(rmax) / 2)))
     k = n_radius / np.log(rmax)  # columns per unit of log-radius
     first = int(np.ceil(k * np.log(rmin)))
     maps = [_log_polar(_spectrum(data, n), n_angle, n_radius, rmax)[:, first:]
@@ -223,13 +260,20 @@ def _fourier_mellin(pair, fit_scale):
 
 
 def _spectrum(data, n):
-    """High-pass emphasised Fourier magnitude (DC at ``n // 2``) of a Hann-windowed frame."""
-    ny, nx = data.shape
-    windowed = data * np.outer(np.hanning(ny), np.hanning(nx))
-    mag = np.abs(fft.fftshift(fft.fft2(windowed, s=(n, n), workers=-1)))
+    """High-pass emphasised Fourier magnitude (DC at ``n // 2``) of a tapered frame."""
+    mag = np.abs(fft.fftshift(fft.fft2(data * _taper(data.shape), s=(n, n), workers=-1)))
     f = fft.fftshift(fft.fftfreq(n))
     x = np.outer(np.cos(np.pi * f), np.cos(np.pi * f))
     return mag * (1.0 - x) * (2.0 - x)  # Reddy & Chatterji's emphasis filter
+
+
+def _taper(shape):
+    """2-D Tukey window (``TAPER`` of each axis tapered).
+
+    Flat over the middle, unlike a Hann window, so that frames shifted by a
+    quarter of their size still share most of their weighted content.
+    """
+    return np.outer(tukey(shape[0], TAPER), tukey(shape[1], TAPER))
 
 
 def _log_polar(mag, n_angle, n_radius, rmax):
@@ -294,48 +338,76 @@ def _vertex(minus, centre, plus):
 def _best_of(pair, candidates, fit_scale):
     """The best candidate ``(rotation, scale)`` with its translation, polished, and its match.
 
-    Candidates are ranked by the significance of their match (`_match`).
+    Candidates are ranked by the significance ``r sqrt(n)`` of their match
+    (`_match`), which does not favour a tiny overlap.
     """
     step = max(1, max(pair.shape) // 256)
     trials = []
     for rotation, s in candidates:
         sim = _with_translation(pair, Similarity(0.0, 0.0, rotation, s, center=pair.center))
-        trials.append((_match(pair, sim, step)[1], sim))
+        r, n = _match(pair, sim, step)
+        trials.append((r * np.sqrt(n), sim))
     return _polish(pair, max(trials, key=lambda t: t[0])[1], fit_scale)
 
 
 def _with_translation(pair, sim):
-    """``sim`` with the shift that phase correlation finds once its rotation and scale are undone.
+    """``sim`` with the shift found once its rotation and scale are undone.
 
     The resampled frame ``w(p) = image(sim(p))`` shows a source of the
     reference at ``p + t`` when the frame's true shift is ``sim``'s plus
-    ``s R t``.
+    ``s R t``. ``t`` is found to the nearest pixel of a grid of at most
+    about ``COARSE_GRID`` points a side by masked normalised cross-correlation
+    (Padfield 2012, `skimage.registration.phase_cross_correlation` with
+    masks: unbiased by how little the frames overlap), then to a fraction
+    of a pixel by phase correlation of the frames so aligned, on a grid of
+    at most about 256 points a side (every ``step``-th pixel of the frames,
+    smoothed by ``step / 2``).
     """
-    values, usable = pair.resampled(sim, order=1)
-    t = phase_correlation(pair.ref, values, upsample=4, good=(usable, usable))
-    d = np.array([sim.dx, sim.dy]) + sim.matrix @ np.array(t)
-    return Similarity(d[0], d[1], sim.rotation, sim.scale, center=pair.center)
+    from skimage.registration import phase_cross_correlation  # scikit-image is slow to import
+
+    step = max(1, int(np.ceil(max(pair.shape) / COARSE_GRID)))
+    ref, img = pair.smoothed(0.5 * step + 0.5)
+    values, usable = pair.resampled(sim, step=step, source=img)
+    ref = ref[::step, ::step]
+    shift = phase_cross_correlation(ref, values, reference_mask=pair.good_ref[::step, ::step],
+                                    moving_mask=usable)[0]
+    sim = _shifted(sim, -step * shift[::-1])
+    step = max(1, max(pair.shape) // 256)
+    ref, img = pair.smoothed(0.5 * step) if step > 1 else (pair.ref, pair.img)
+    values, usable = pair.resampled(sim, step=step, source=img)
+    ref = ref[::step, ::step]
+    w = _taper(ref.shape)
+    t = phase_correlation(ref * w, values * w, upsample=2, window=False, good=(usable, usable))
+    return _shifted(sim, step * np.array(t))
 
 
-def _match(pair, sim, step=1):
-    """Pearson correlation of the smoothed compressed frames over the overlap, and its significance.
+def _shifted(sim, t):
+    """``sim`` followed by a shift ``t`` on the reference grid: ``d + s R t``."""
+    d = np.array([sim.dx, sim.dy]) + sim.matrix @ np.asarray(t, dtype=float)
+    return Similarity(d[0], d[1], sim.rotation, sim.scale, center=sim.center)
 
-    Both frames are smoothed (``MATCH_SMOOTHING``) so that the smoothing of
-    the noise by the interpolation, which varies with the sub-pixel offsets,
-    does not favour some transforms over others. The significance
-    ``r sqrt(n)`` (``n`` pixels in the overlap) ranks candidates without
-    favouring a tiny overlap. ``step``: on every ``step``-th pixel along each
-    axis only.
+
+def _match(pair, sim, step=1, band_pass=False):
+    """Pearson correlation ``r`` of the smoothed compressed frames over their ``n``-pixel overlap.
+
+    Both frames are smoothed (a Gaussian of ``MATCH_BAND[0]`` pixels) so
+    that the smoothing of the noise by the interpolation, which varies with
+    the sub-pixel offsets, does not favour some transforms over others.
+    ``band_pass``: their large scales (``MATCH_BAND[1]``) removed too, which
+    unrelated smooth emission would share by chance (for the correlation
+    reported; the search compares transforms of the same frames, where the
+    large scales help). ``step``: on every ``step``-th pixel along each axis
+    only.
     """
-    values, usable = pair.resampled(sim, step=step, smooth=True)
+    ref, img = pair.band_passed() if band_pass else pair.smoothed(MATCH_BAND[0])
+    values, usable = pair.resampled(sim, step=step, source=img)
     n = int(usable.sum()) * step ** 2
     if n < 16:
-        return 0.0, 0.0
-    a, b = pair.smooth_ref[::step, ::step][usable], values[usable]
+        return 0.0, n
+    a, b = ref[::step, ::step][usable], values[usable]
     a, b = a - a.mean(), b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
-    r = float((a * b).sum() / den) if den > 0 else 0.0
-    return r, r * np.sqrt(n)
+    return (float((a * b).sum() / den) if den > 0 else 0.0), n
 
 
 def _grid_search(pair, fit_scale):
@@ -350,9 +422,9 @@ def _grid_search(pair, fit_scale):
     """
     ny, nx = pair.shape
     step = max(1, int(np.ceil(max(ny, nx) / 96)))
-    ref, img = (ndimage.gaussian_filter(d, 0.5 * step + 0.5) for d in (pair.ref, pair.img))
+    ref, img = pair.smoothed(0.5 * step + 0.5)
     yy, xx = np.mgrid[step // 2:ny:step, step // 2:nx:step].astype(float)
-    window = np.outer(np.hanning(yy.shape[0]), np.hanning(yy.shape[1]))
+    window = _taper(yy.shape)
     a = ref[step // 2::step, step // 2::step] * window
     fa = np.conj(fft.rfft2(a - a.mean()))
     angles = np.arange(0.0, 360.0, GRID_STEP)
@@ -375,7 +447,11 @@ def _grid_search(pair, fit_scale):
 
 
 def _polish(pair, sim, fit_scale):
-    """``sim`` after the Gauss-Newton steps if they improve the match, and its correlation."""
+    """``sim`` after the Gauss-Newton steps, and its `_match`.
+
+    The steps are kept if they improve the match and leave the scale within
+    ``MAX_SCALE_CHANGE``.
+    """
     start = sim
     for smooth in NEWTON_SMOOTHING:
         step = _newton_step(pair, sim, fit_scale, smooth)
@@ -383,8 +459,9 @@ def _polish(pair, sim, fit_scale):
             sim = start
             break
         sim = _compose(sim, step)
-    r_start, r = _match(pair, start)[0], _match(pair, sim)[0]
-    return (sim, r) if r >= r_start else (start, r_start)
+    before, after = _match(pair, start), _match(pair, sim)
+    plausible = abs(np.log(sim.scale)) <= np.log1p(MAX_SCALE_CHANGE)
+    return (sim, after) if plausible and after[0] >= before[0] else (start, before)
 
 
 def _newton_step(pair, sim, fit_scale, smooth):
@@ -403,7 +480,7 @@ def _newton_step(pair, sim, fit_scale, smooth):
         return None
     ref, img = pair.ref, values
     if smooth > 0:
-        ref, img = ndimage.gaussian_filter(ref, smooth), ndimage.gaussian_filter(img, smooth)
+        ref, img = pair.smoothed(smooth)[0], ndimage.gaussian_filter(img, smooth)
     gy, gx = (g[use] for g in np.gradient(0.5 * (img + ref)))
     yy, xx = np.nonzero(use)
     ux, uy = xx - pair.center[0], yy - pair.center[1]
@@ -415,8 +492,8 @@ def _newton_step(pair, sim, fit_scale, smooth):
         return None
     b, dx, dy = params[:3]
     a = params[3] if fit_scale else 0.0
-    return Similarity(dx, dy, np.rad2deg(np.arctan2(b, 1.0 + a)), np.hypot(1.0 + a, b),
-                      center=pair.center)
+    return Similarity(dx, dy, np.rad2deg(np.arctan2(b, 1.0 + a)),
+                      np.hypot(1.0 + a, b) if fit_scale else 1.0, center=pair.center)
 
 
 def _compose(sim, g):
