@@ -22,6 +22,11 @@ def _geometry(rotation, scale=None, seed=0):
     rng = np.random.default_rng(seed)
     n = len(rotation)
     shift = np.vstack([[0.0, 0.0], rng.uniform(-1.5, 1.5, (n - 1, 2))])
+    # render_geometry integrates a frame pixel by a midpoint rule on 16 x 16 points over
+    # piecewise-constant fine pixels: where the frame's grid is aligned with them (multiples of
+    # 90 deg) a shift is drawn to the nearest 1/16 px, so such frames get shifts on that lattice.
+    aligned = np.isclose(np.asarray(rotation, float) % 90.0, 0.0)
+    shift[aligned] = np.round(shift[aligned] * 16) / 16
     table = QTable({"frame": np.arange(n), "dx": shift[:, 0] * u.pix, "dy": shift[:, 1] * u.pix,
                     "rotation": np.asarray(rotation, float) * u.deg})
     if scale is not None:
