@@ -129,7 +129,12 @@ def render_geometry(truth, geometry, *, scale, psf, edge="reflect", subsamples=N
     ``subsamples x subsamples`` points per frame pixel over the fine pixels
     (flux per fine pixel, piecewise constant): written independently of the
     exact polygon overlaps of `astrosr.forward.PixmapOperator`, so the two
-    check each other; they agree as ``subsamples`` grows.
+    check each other; they agree as ``subsamples`` grows. Where the frame's
+    grid is aligned with the fine grid (rotations that are multiples of 90
+    degrees) the points do not move across fine pixels as the shift changes
+    between them: such a frame is drawn at its shift rounded to
+    ``1 / subsamples`` pixel (1/16 px by default at scale 4), which a test
+    or benchmark at the noise limit must allow for.
 
     Parameters
     ----------
