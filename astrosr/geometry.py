@@ -24,9 +24,9 @@ from astropy.table import QTable
 
 from .nddata import rescale_wcs, shift_array
 
-__all__ = ["low_level", "Similarity", "WCSTransform", "Corrected", "OutputGrid", "Placement", "geometry_table",
-           "frame_transforms", "pixel_map", "corner_map", "footprint_areas", "fitted_wcs", "local_area",
-           "carries_wcs",
+__all__ = ["low_level", "Similarity", "WCSTransform", "Corrected", "OutputGrid", "Placement",
+           "geometry_table", "frame_transforms", "pixel_map", "corner_map", "footprint_areas",
+           "fitted_wcs", "local_area", "carries_wcs",
            "GEOMETRY_COLUMNS", "SHIFT_TOLERANCE"]
 
 #: Columns of a geometry table beside ``frame``: shifts, and rotation and scale where present.

@@ -395,8 +395,10 @@ def choose_method(frames, reference, psf, method):
     if method == "model":
         return "model", f"requested; PSF ({source}) FWHM {fwhm:.2f} px", psf
     if fwhm < NYQUIST_FWHM:
-        return "model", f"undersampled: PSF ({source}) FWHM {fwhm:.2f} px < {NYQUIST_FWHM:g} px", psf
-    return "correlation", f"well sampled: PSF ({source}) FWHM {fwhm:.2f} px >= {NYQUIST_FWHM:g} px", psf
+        return ("model", f"undersampled: PSF ({source}) FWHM {fwhm:.2f} px < {NYQUIST_FWHM:g} px",
+                psf)
+    return ("correlation",
+            f"well sampled: PSF ({source}) FWHM {fwhm:.2f} px >= {NYQUIST_FWHM:g} px", psf)
 
 
 def psf_fwhm(psf, oversampling=8):
@@ -409,7 +411,7 @@ def psf_fwhm(psf, oversampling=8):
 
 
 class WCSStart:
-    """A frame's WCS map onto the reference, and its pixels' reference positions (the fit's inputs)."""
+    """A frame's WCS map onto the reference, and its pixels' reference positions (the inputs)."""
 
     def __init__(self, transform, shape):
         self.transform = transform

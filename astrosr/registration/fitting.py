@@ -15,7 +15,8 @@ from astropy.stats import mad_std
 
 from ..geometry import Similarity
 
-__all__ = ["Fit", "FREE", "fit_shift", "fit_transform", "check_common_signal", "scaled_errors", "TOL"]
+__all__ = ["Fit", "FREE", "fit_shift", "fit_transform", "check_common_signal", "scaled_errors",
+           "TOL"]
 
 #: Gauss-Newton stops when the shift changes by less than this (pixels).
 TOL = 1e-4
@@ -207,6 +208,7 @@ def check_common_signal(fit, name):
 
 
 def scaled_errors(fit, estimated_noise):
-    """Standard errors of the free parameters, inflated by the reduced chi-square where the noise is uncertain."""
+    """Standard errors of the free parameters (inflated by the reduced chi-square where the
+    noise is uncertain)."""
     factor = fit.chi2 if estimated_noise else max(fit.chi2, 1.0)
     return np.sqrt(np.diag(fit.cov) * factor)
