@@ -26,7 +26,7 @@ from .nddata import rescale_wcs, shift_array
 
 __all__ = ["low_level", "Similarity", "WCSTransform", "Corrected", "OutputGrid", "Placement",
            "geometry_table", "frame_transforms", "pixel_map", "corner_map", "footprint_areas",
-           "fitted_wcs", "local_area", "carries_wcs",
+           "fitted_wcs", "local_area", "carries_wcs", "frame_centre",
            "GEOMETRY_COLUMNS", "SHIFT_TOLERANCE"]
 
 #: Columns of a geometry table beside ``frame``: shifts, and rotation and scale where present.
@@ -133,6 +133,12 @@ class Corrected:
         return f"Corrected({self.transform!r}, {self.correction!r})"
 
 
+def frame_centre(shape):
+    """The centre of rotation ``c = ((nx-1)/2, (ny-1)/2)`` of a frame of ``shape = (ny, nx)``."""
+    ny, nx = shape[-2:]
+    return (nx - 1) / 2.0, (ny - 1) / 2.0
+
+
 def low_level(wcs):
     """The APE-14 low-level interface of a WCS (a FITS WCS is its own; NDData wraps others)."""
     return getattr(wcs, "low_level_wcs", wcs)
@@ -203,7 +209,7 @@ def frame_transforms(geometry, shape, wcs=None, *, reference=0):
         return [_as_shift(t, shape) for t in _wcs_transforms(list(geometry["wcs"]), reference)]
     n = len(wcs) if wcs is not None else len(geometry)
     table = geometry_table(geometry, n)
-    center = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    center = frame_centre(shape)
     rot = table["rotation"].to_value(u.deg) if "rotation" in table.colnames else np.zeros(n)
     scl = table["scale"].to_value(u.one) if "scale" in table.colnames else np.ones(n)
     return [Similarity(dx, dy, r, s, center=center)
@@ -247,7 +253,7 @@ def _as_shift(transform, shape, points=7):
         return transform
     if np.ptp(dx) > 2 * SHIFT_TOLERANCE or np.ptp(dy) > 2 * SHIFT_TOLERANCE:
         return transform
-    return Similarity(np.mean(dx), np.mean(dy), center=((nx - 1) / 2.0, (ny - 1) / 2.0))
+    return Similarity(np.mean(dx), np.mean(dy), center=frame_centre(shape))
 
 
 class OutputGrid:
@@ -332,8 +338,7 @@ class OutputGrid:
     @property
     def reference_centre(self):
         """Centre of the reference frame ``(x, y)``, where pixel areas are compared."""
-        ny, nx = self._reference_shape
-        return (nx - 1) / 2.0, (ny - 1) / 2.0
+        return frame_centre(self._reference_shape)
 
 
 def _sampling(area):

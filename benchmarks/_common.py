@@ -47,3 +47,48 @@ def make_truth(name, seed):
 def available(name):
     """False for a real image whose file is absent."""
     return name not in REAL or (DATA / REAL[name]).exists()
+
+
+FRAME = 128
+# Real distorted headers shipped with astropy (astropy/wcs/tests/data).
+HEADERS = [
+    ("dss.14.29.56-62.41.05.fits.gz", "DSS plate polynomial (TPD)"),
+    ("irac_sip.hdr", "Spitzer IRAC, SIP"),
+    ("tpvonly.hdr", "TPV"),
+    ("sip.fits", "SIP"),
+    ("j94f05bgq_flt.fits", "HST ACS, SIP"),
+    ("dist_lookup.fits.gz", "HST ACS, SIP + lookup tables"),
+]
+
+
+def header_wcs(filename):
+    """The celestial WCS of a test header (lookup tables read with ``fobj``) and its header."""
+    import astropy
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    path = Path(astropy.__file__).parent / "wcs" / "tests" / "data" / filename
+    if filename.endswith(".hdr"):
+        header = fits.Header.fromstring(path.read_text())
+        w = WCS(header)
+    else:
+        with fits.open(path) as hdul:
+            hdu = hdul["SCI", 1] if "SCI" in hdul else hdul[0]
+            header = hdu.header.copy()
+            w = WCS(header, hdul).deepcopy()
+    return (w if w.naxis == 2 else w.celestial), header
+
+
+def reference_wcs(filename):
+    """The header's WCS translated so the FRAME x FRAME reference frame's centre is its CRPIX
+    (or, where CRPIX is off the header's image, the image centre); and which of the two."""
+    from astrosr.nddata import shift_wcs
+
+    w, header = header_wcs(filename)
+    centre = np.asarray(w.wcs.crpix, float) - 1.0
+    nx, ny = header.get("NAXIS1", 0), header.get("NAXIS2", 0)
+    where = "CRPIX"
+    if nx > 1 and ny > 1 and not (0 <= centre[0] < nx and 0 <= centre[1] < ny):
+        centre, where = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0]), "image centre"
+    mid = np.array([(FRAME - 1) / 2.0, (FRAME - 1) / 2.0])
+    return shift_wcs(w, *mid - centre), where

@@ -93,12 +93,11 @@ from astrosr.nddata import frame_arrays, rescale_wcs, shift_wcs
 from astrosr.psf import GaussianPSF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ALL_IMAGES, N_FRAMES, PSF, READ_NOISE, SCALE, SKY, available,  # noqa: E402
-                     make_truth)
+from _common import (ALL_IMAGES, FRAME, HEADERS, N_FRAMES, PSF, READ_NOISE, SCALE,  # noqa: E402
+                     SKY, available, make_truth, reference_wcs)
 
 PIXFRAC = 0.7
 MARGIN = 16
-FRAME = 128
 SHARP_PSF = GaussianPSF(0.5)
 FINE_ARCSEC = 0.1
 KINDS = ["rotated", "similarity", "undersampled", "distorted"]
@@ -110,15 +109,6 @@ DESCRIPTION = {
     "similarity": "as rotated, plus scale uniform in 0.98-1.02, PSF sigma 1.2 px",
     "undersampled": "pure shifts uniform in +-1.5 px, PSF sigma 0.5 px (the shift fast paths)",
 }
-# Real distorted headers shipped with astropy (astropy/wcs/tests/data).
-HEADERS = [
-    ("dss.14.29.56-62.41.05.fits.gz", "DSS plate polynomial (TPD)"),
-    ("irac_sip.hdr", "Spitzer IRAC, SIP"),
-    ("tpvonly.hdr", "TPV"),
-    ("sip.fits", "SIP"),
-    ("j94f05bgq_flt.fits", "HST ACS, SIP"),
-    ("dist_lookup.fits.gz", "HST ACS, SIP + lookup tables"),
-]
 # Reconstruct in the WCS check: no rejection, a fixed number of iterations (1: the operators
 # themselves; 40: what the iterations make of their round-off).
 RECON_ITERS = (1, 40)
@@ -427,35 +417,6 @@ def kind_targets(kind, images, results):
 
 
 # --------------------------------------------------------------------------- distorted WCS
-
-
-def header_wcs(filename):
-    """The celestial WCS of a test header (lookup tables read with ``fobj``) and its header."""
-    import astropy
-    from astropy.io import fits
-
-    path = Path(astropy.__file__).parent / "wcs" / "tests" / "data" / filename
-    if filename.endswith(".hdr"):
-        header = fits.Header.fromstring(path.read_text())
-        w = WCS(header)
-    else:
-        with fits.open(path) as hdul:
-            hdu = hdul["SCI", 1] if "SCI" in hdul else hdul[0]
-            header = hdu.header.copy()
-            w = WCS(header, hdul).deepcopy()
-    return (w if w.naxis == 2 else w.celestial), header
-
-
-def reference_wcs(filename):
-    """The header's WCS translated so the 128x128 reference frame's centre is its CRPIX."""
-    w, header = header_wcs(filename)
-    centre = np.asarray(w.wcs.crpix, float) - 1.0
-    nx, ny = header.get("NAXIS1", 0), header.get("NAXIS2", 0)
-    where = "CRPIX"
-    if nx > 1 and ny > 1 and not (0 <= centre[0] < nx and 0 <= centre[1] < ny):
-        centre, where = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0]), "image centre"
-    mid = np.array([(FRAME - 1) / 2.0, (FRAME - 1) / 2.0])
-    return shift_wcs(w, *mid - centre), where
 
 
 def nonlinearity(w):

@@ -157,12 +157,11 @@ from astrosr import simulate
 from astrosr.psf import GaussianPSF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ALL_IMAGES, DATA, N_FRAMES, PSF, READ_NOISE, REAL, SCALE,  # noqa: E402
-                     SKY, available, make_truth)
+from _common import (ALL_IMAGES, DATA, FRAME, HEADERS, N_FRAMES, PSF, READ_NOISE,  # noqa: E402
+                     REAL, SCALE, SKY, available, make_truth, reference_wcs)
 
 METHODS = ["astrosr", "skimage", "skimage-best", "chi2_shift"]
 SCENARIOS = ["shift", "rigid", "similarity", "undersampled", "wcs", "speed"]
-FRAME = 128
 MARGIN = 16
 SHARP_PSF = GaussianPSF(0.5)
 FINE_ARCSEC = 0.1
@@ -172,15 +171,6 @@ SCENARIO_IMAGES = {"shift": ALL_IMAGES, "rigid": ALL_IMAGES, "similarity": ALL_I
                    "wcs": ["stars", "hdf"]}
 QUICK_IMAGES = {"shift": ["stars", "galaxies"], "rigid": ["stars"], "similarity": ["stars"],
                 "undersampled": ["stars"], "wcs": ["stars"]}
-# Real distorted headers shipped with astropy (astropy/wcs/tests/data), as benchmarks/geometry.py.
-HEADERS = [
-    ("dss.14.29.56-62.41.05.fits.gz", "DSS plate polynomial (TPD)"),
-    ("irac_sip.hdr", "Spitzer IRAC, SIP"),
-    ("tpvonly.hdr", "TPV"),
-    ("sip.fits", "SIP"),
-    ("j94f05bgq_flt.fits", "HST ACS, SIP"),
-    ("dist_lookup.fits.gz", "HST ACS, SIP + lookup tables"),
-]
 WCS_OFFSET_PX = 0.5
 WCS_ROTATION_DEG = 0.1
 TARGETS = dict(psnr_db=0.1, wcs_ratio=1.1, speed=1.0)
@@ -954,38 +944,6 @@ def scenario_undersampled(images, runs, out):
 # --------------------------------------------------------------------------- scenario: wcs
 
 
-def header_wcs(filename):
-    """The celestial WCS of a test header (lookup tables read with ``fobj``), as geometry.py."""
-    import astropy
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    path = Path(astropy.__file__).parent / "wcs" / "tests" / "data" / filename
-    if filename.endswith(".hdr"):
-        header = fits.Header.fromstring(path.read_text())
-        w = WCS(header)
-    else:
-        with fits.open(path) as hdul:
-            hdu = hdul["SCI", 1] if "SCI" in hdul else hdul[0]
-            header = hdu.header.copy()
-            w = WCS(header, hdul).deepcopy()
-    return (w if w.naxis == 2 else w.celestial), header
-
-
-def reference_wcs(filename):
-    """The header's WCS translated so the 128x128 reference frame's centre is its CRPIX (or, where
-    CRPIX is off the header's image, the image centre), as geometry.py."""
-    from astrosr.nddata import shift_wcs
-
-    w, header = header_wcs(filename)
-    centre = np.asarray(w.wcs.crpix, float) - 1.0
-    nx, ny = header.get("NAXIS1", 0), header.get("NAXIS2", 0)
-    if nx > 1 and ny > 1 and not (0 <= centre[0] < nx and 0 <= centre[1] < ny):
-        centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
-    mid = np.array([(FRAME - 1) / 2.0, (FRAME - 1) / 2.0])
-    return shift_wcs(w, *mid - centre)
-
-
 def spoiled_wcs(w, offset, rotation, shape):
     """``w`` with its CD (or PC) matrix turned by ``rotation`` deg on the pixel side (``CD R``), then
     CRVAL moved so that the frame centre q_c is seen where ``w`` has q_c + offset: a roll and a
@@ -1133,7 +1091,7 @@ def bench_wcs_image(name, runs):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FITSFixedWarning)
                     warnings.simplefilter("ignore", VerifyWarning)
-                    ref = reference_wcs(filename)
+                    ref = reference_wcs(filename)[0]
                     true_wcs = [shift_wcs(ref, *d) for d in shifts]
                     spoiled = spoil_all(true_wcs, rng, shape)
             except Exception as exc:

@@ -34,7 +34,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
-from ..geometry import Corrected, Similarity, frame_transforms, local_area
+from ..geometry import Corrected, Similarity, frame_centre, frame_transforms, local_area
 from ..stack import FrameStack
 from .correlation import phase_correlation
 from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
@@ -190,7 +190,7 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
     reference %= n
     wcs_maps = wcs_starts(frames, reference) if use_wcs else None
     if n == 1:
-        return _table(frames, [Fit(np.array([0.0, 0.0, 0.0, 1.0]), np.zeros((4, 4)), 1.0, 0.0,
+        return _table(frames, [Fit(_IDENTITY.copy(), np.zeros((4, 4)), 1.0, 0.0,
                                    1.0, 0.0)], 0, transform, None, "single frame", None)
     method, why, psf = choose_method(frames, reference, psf, method)
     from ..progress import progress_bar
@@ -241,9 +241,9 @@ def _warp_fits(stack, reference, kind, wcs_maps, max_iter, bar):
     starts = []
     for i, f in enumerate(stack):
         if i == reference:
-            starts.append(np.array([0.0, 0.0, 0.0, 1.0]))
+            starts.append(_IDENTITY.copy())
         else:
-            start = _coarse(ref, f, kind, None if wcs_maps is None else wcs_maps[i])
+            start = _coarse(ref, f, kind, _map(wcs_maps, i))
             fit = fit_transform(f, first, start, kind, inputs=_inputs(wcs_maps, i),
                                 template_noise_in_weights=True)
             check_common_signal(fit, f"frames[{i}]")  # refuse a different sky at once
@@ -275,8 +275,7 @@ def _inputs(wcs_maps, i):
 
 
 def _center(frame):
-    ny, nx = frame.data.shape
-    return ((nx - 1) / 2.0, (ny - 1) / 2.0)
+    return frame_centre(frame.data.shape)
 
 
 def _transform(params, frame, wcs_map):
@@ -286,7 +285,7 @@ def _transform(params, frame, wcs_map):
 
 
 def _identity_fit(fit):
-    return Fit(np.array([0.0, 0.0, 0.0, 1.0]), np.zeros_like(fit.cov), 1.0, 0.0, 1.0, fit.signal)
+    return Fit(_IDENTITY.copy(), np.zeros_like(fit.cov), 1.0, 0.0, 1.0, fit.signal)
 
 
 def _iterate_templates(stack, params, kind, wcs_maps, max_iter, bar=None):
@@ -362,6 +361,8 @@ def _model_fits(frames, stack, fits, kind, wcs_maps, psf, max_iter):
     return fits
 
 
+#: Parameters (dx, dy, rotation, scale) of the identity.
+_IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 #: The templates are rebuilt until no parameter changes by more than this fraction of its
 #: error. Each round shrinks the distance to the fixed point about 15-fold (the others' mean
 #: error), but the pixel sets at the overlap's edges change with the shifts, so the rounds
@@ -429,8 +430,7 @@ def wcs_starts(frames, reference):
 def _relative(params, ref):
     """Parameters of frame i relative to the reference: ``G_i o G_ref^-1`` (same centre)."""
     rot, scl = params[2] - ref[2], params[3] / ref[3]
-    t = np.deg2rad(rot)
-    m = scl * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    m = Similarity(0.0, 0.0, rot, scl).matrix
     d = params[:2] - m @ ref[:2]
     return np.array([d[0], d[1], rot, scl])
 
@@ -446,7 +446,7 @@ def _table(frames, fits, reference, kind, estimated_noise, description, wcs_maps
         errs = np.array([scaled_errors(f, e) for f, e in zip(fits, estimated_noise)])
         errs = np.sqrt(errs ** 2 + errs[reference] ** 2)
         errs[reference] = 0.0
-        params[reference] = [0.0, 0.0, 0.0, 1.0]
+        params[reference] = _IDENTITY
     table = QTable({"frame": np.arange(len(fits)),
                     "dx": params[:, 0] * u.pix, "dy": params[:, 1] * u.pix,
                     "dx_err": errs[:, 0] * u.pix, "dy_err": errs[:, 1] * u.pix})
@@ -467,7 +467,7 @@ def _table(frames, fits, reference, kind, estimated_noise, description, wcs_maps
 def _add_corrected_wcs(table, frames, params, reference):
     """Column ``wcs``: each frame's WCS with its correction; ``meta`` the worst misfit (px)."""
     shape = frames.data.shape[1:]
-    center = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    center = frame_centre(shape)
     corrected, worst = [], 0.0
     for w, p in zip(frames.wcs, params):
         new, residual = corrected_wcs(w, frames.wcs[reference], Similarity(*p, center=center),

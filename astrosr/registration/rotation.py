@@ -62,7 +62,7 @@ import numpy as np
 from scipy import fft, ndimage
 from scipy.signal.windows import tukey
 
-from ..geometry import Similarity
+from ..geometry import Similarity, frame_centre
 from .correlation import phase_correlation, prepare_for_fft
 
 __all__ = ["coarse_similarity", "CoarseSimilarity"]
@@ -199,7 +199,7 @@ class _Pair:
         if not (self.good_ref.any() and self.good_img.any()):
             raise ValueError("reference or image has no usable pixels")
         self.shape = ref.shape
-        self.center = ((ref.shape[1] - 1) / 2.0, (ref.shape[0] - 1) / 2.0)
+        self.center = frame_centre(ref.shape)
         self.ref = prepare_for_fft(ref, self.good_ref, False)
         self.img = prepare_for_fft(img, self.good_img, False)
         self.spline = ndimage.spline_filter(self.img, order=3, mode="nearest")
