@@ -35,6 +35,7 @@ from astropy import units as u
 from astropy.table import QTable
 
 from ..geometry import Corrected, Similarity, frame_centre, frame_transforms, local_area
+from ..psf import as_psf, estimate_psf
 from ..stack import FrameStack
 from .correlation import phase_correlation
 from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
@@ -379,8 +380,6 @@ def choose_method(frames, reference, psf, method):
     if method == "correlation":
         return "correlation", "requested", psf
     if psf is None:
-        from ..psf import estimate_psf
-
         try:
             psf = estimate_psf(frames.ccds[reference])
         except ValueError:
@@ -404,8 +403,6 @@ def choose_method(frames, reference, psf, method):
 
 def psf_fwhm(psf, oversampling=8):
     """Full width at half maximum of any PSF (input pixels), from the area above half its peak."""
-    from ..psf import as_psf
-
     kernel = as_psf(psf, oversampling=oversampling).kernel(oversampling)
     area = np.count_nonzero(kernel >= 0.5 * kernel.max()) / oversampling ** 2
     return float(2.0 * np.sqrt(area / np.pi))
