@@ -21,7 +21,8 @@ Exit status:
 - 4 an optional dependency is missing;
 - 5 the result does not reproduce its input within the noise (its reduced
   chi-square ``CHI2RED`` is above the bound ``CHI2MAX``, ``CHI2OK`` false):
-  nothing is written unless ``--allow-misfit``, which writes it and exits 0.
+  nothing is written unless ``--allow-misfit``, which writes it and exits 0;
+- 143 terminated by SIGTERM; no output is left.
 
 Errors are one line on stderr, and no output file is left behind by a failed
 run.
@@ -306,14 +307,14 @@ def _psf_options(args, psf):
 
 def _stack(args):
     from . import fuse
+    from .nddata import add_history
     from .psf import stack_psf
-    from .stack import FrameStack
 
     out = _check_output(args.output, args.overwrite)
     psf = _psf_arg(args.psf)
     psf_options = _psf_options(args, psf)
     say = _say(args)
-    frames = FrameStack(args.frames, hdu=args.hdu)
+    frames, calibration = _calibrated(args, say)
     _single_frame(args, frames, args.scale)
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method=args.method)
     with _misfits_caught(args) as caught:
@@ -328,6 +329,8 @@ def _stack(args):
         options = dict(scale=args.scale, method=args.method, pixfrac=args.pixfrac, psf=psf,
                        reject=REJECT[args.reject], **_output_grid(args))
         result = fuse(frames, shifts, progress=not args.quiet, **options)
+    if calibration:
+        add_history(result.meta, calibration)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}, {args.method}{_chi2_text(result.meta)})")
 
@@ -393,7 +396,8 @@ def _pipeline(args):
         sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
                           reference=args.reference, ensemble=args.ensemble, tile=args.tile,
                           progress=not args.quiet, psf_options=_psf_options(args, psf),
-                          **_output_grid(args))
+                          bias=args.bias, dark=args.dark, flat=args.flat,
+                          calibrate=args.calibrate, **_output_grid(args))
         result = sr.run(frames, geometry)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items())
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
@@ -650,7 +654,28 @@ def _common_stack(p):
                    help="'estimate' (stars of the stack; default), gaussian:SIGMA or "
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
     _psf_estimate_options(p)
+    _calibration_options(p)
     _common_output(p)
+
+
+def _calibration_options(p):
+    for name in ("bias", "dark", "flat"):
+        p.add_argument(f"--{name}", metavar="FITS", help=f"master {name} frame (ccdproc)")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_const", const=False,
+                   default="auto", help="use the frames as they are (default: calibrate raw "
+                                        "frames, whole numbers without uncertainty: defects, "
+                                        "banding and background estimated from the frames)")
+
+
+def _calibrated(args, say):
+    """The frames as a FrameStack, calibrated as the options ask; the note is printed."""
+    from .calibration import calibrated_stack
+
+    frames, note = calibrated_stack(args.frames, bias=args.bias, dark=args.dark, flat=args.flat,
+                                    calibrate=args.calibrate, hdu=args.hdu)
+    if note:
+        say(f"[astrosr] {note}")
+    return frames, note
 
 
 def _psf_estimate_options(p):
@@ -808,8 +833,11 @@ def main(argv=None):
     args.argv = argv
     if getattr(args, "hdu", None) is not None and str(args.hdu).lstrip("-").isdigit():
         args.hdu = int(args.hdu)
+    from .files import sigterm_exits
+
     try:
-        return args.func(args)
+        with sigterm_exits():  # SIGTERM: cleanup runs, no partial file; exit status 143
+            return args.func(args)
     except Exception as exc:
         for kinds, code in EXIT_CODES:
             if isinstance(exc, kinds):

@@ -251,7 +251,9 @@ def _placement(stack, geometry, scale, method, output_wcs, shape_out, reference)
         raise TypeError("geometry is required: pass the table of astrosr.register_stack, an "
                         "(n, 2) array of shifts, or 'wcs' to align by the frames' WCS")
     if not isinstance(geometry, str):
-        geometry = geometry if hasattr(geometry, "colnames") else np.asarray(geometry, float)
+        if not hasattr(geometry, "__len__"):
+            raise TypeError(f"geometry must be a table, an (n, 2) array of shifts or 'wcs', "
+                            f"got {geometry!r}")
         if len(geometry) != len(stack):
             raise ValueError(f"geometry has {len(geometry)} rows but there are {len(stack)} "
                              "frames: give one row per frame, in the order of frames")
@@ -398,13 +400,15 @@ def _reconstruct(stack, placement, scale, psf, reject, opts):
                                   opts["max_iter"], stop=opts["stop"], progress=opts["progress"])
     info["pedestal"] = noise.mean_pedestal()
     info["rejected"] = stack.good & ~good
-    fisher = op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)), squared=True)
+    fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / stack.var, 0.0)),
+                                      squared=True))
     coverage = op.crop_image(op.adjoint(op.embed_frames(good.astype(float))))
-    covered = coverage > 1e-6 * coverage.max()
-    with np.errstate(divide="ignore"):
-        var = np.where(covered, 1.0 / op.crop_image(fisher), np.inf)
+    # Band-limited shifts ring: a pixel reached only by a ringing tail (frames that do not
+    # overlap it) has no positive information, and is not covered.
+    covered = (coverage > 1e-6 * coverage.max()) & (fisher > 0)
+    var = np.where(covered, 1.0 / np.where(covered, fisher, 1.0), np.inf)
     image = op.crop_image(image) + noise.mean_pedestal() / placement.grid.pixel_area()
-    return np.where(covered, image, 0.0), var, op.crop_image(fisher), info
+    return np.where(covered, image, 0.0), var, fisher, info
 
 
 def _per_frame(value, n, name):

@@ -158,8 +158,14 @@ def geometry_table(geometry, n):
     Raises
     ------
     ValueError
-        Wrong shape or row count, missing columns, non-finite values, or a
-        scale that is not positive.
+        Wrong shape or row count, missing columns, non-finite or masked
+        values, or a scale that is not positive.
+    TypeError
+        Shifts that are not numbers (see `astrosr.nddata.shift_array`).
+    astropy.units.UnitsError
+        A column whose unit does not convert (``dx``, ``dy``: pixels;
+        ``rotation``: an angle; ``scale``: dimensionless). A plain
+        `~astropy.table.Table` column's unit counts as a Quantity's.
     """
     shifts = shift_array(geometry, n)
     table = QTable({"frame": np.arange(n), "dx": shifts[:, 0] * u.pix, "dy": shifts[:, 1] * u.pix})
@@ -173,7 +179,15 @@ def geometry_table(geometry, n):
 
 
 def _column(col, unit, name):
-    values = col.to(unit) if isinstance(col, u.Quantity) else np.asarray(col, float) * unit
+    if np.any(getattr(col, "mask", False)):
+        raise ValueError(f"geometry column {name!r} has masked values: give every frame one")
+    # A Quantity, or a Table column with a unit (a plain Table keeps it beside the values).
+    has_unit = getattr(col, "unit", None) is not None
+    try:
+        values = u.Quantity(col).to(unit) if has_unit else np.asarray(col, float) * unit
+    except u.UnitsError:
+        raise u.UnitsError(f"geometry column {name!r} must be in {unit} (or plain numbers), "
+                           f"got unit {col.unit}") from None
     if not np.all(np.isfinite(values)):
         raise ValueError(f"geometry column {name!r} contains NaN or inf")
     return values

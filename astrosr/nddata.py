@@ -36,16 +36,27 @@ def shift_array(shifts, n):
     ------
     ValueError
         A table without ``dx``/``dy``, an array not ``(n, 2)``, a row count
-        other than ``n``, or non-finite shifts.
+        other than ``n``, non-finite or masked shifts.
+    TypeError
+        Shifts that are not numbers (a dict, strings, ragged rows).
+    astropy.units.UnitsError
+        A ``dx``/``dy`` column with a unit other than pixels.
     """
     if hasattr(shifts, "colnames"):
         missing = {"dx", "dy"} - set(shifts.colnames)
         if missing:
             raise ValueError(f"shifts table lacks column(s) {sorted(missing)}: "
                              "pass the table from astrosr.register_stack")
-        arr = np.column_stack([_in_pix(shifts["dx"]), _in_pix(shifts["dy"])])
+        arr = np.column_stack([_in_pix(shifts[name], name) for name in ("dx", "dy")])
     else:
-        arr = np.asarray(shifts, dtype=float)
+        if np.any(getattr(shifts, "mask", False)):
+            raise ValueError("shifts has masked values: give every frame a shift, or drop the "
+                             "frames without one")
+        try:
+            arr = np.asarray(shifts, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"shifts must be a table with dx, dy or an (n, 2) array of numbers, "
+                            f"got {type(shifts).__name__} {shifts!r:.60}") from None
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise ValueError(f"shifts must be a table with dx, dy or an (n, 2) array, "
                              f"got shape {arr.shape}")
@@ -57,9 +68,17 @@ def shift_array(shifts, n):
     return arr
 
 
-def _in_pix(col):
-    if isinstance(col, u.Quantity):
-        return col.to_value(u.pix)
+def _in_pix(col, name):
+    """A shift column in pixels: a Quantity, or a Table column with or without a unit."""
+    if np.any(getattr(col, "mask", False)):
+        raise ValueError(f"shifts column {name!r} has masked values: give every frame a shift, "
+                         "or drop the frames without one")
+    if getattr(col, "unit", None) is not None:
+        try:
+            return u.Quantity(col).to_value(u.pix)
+        except u.UnitsError:
+            raise u.UnitsError(f"shifts column {name!r} must be in pixels (or plain numbers), "
+                               f"got unit {col.unit}") from None
     return np.asarray(col, dtype=float)
 
 
@@ -176,11 +195,13 @@ def white_noise_variance(data, good):
     """
     from astropy.stats import mad_std
 
-    diffs = np.diff(np.where(good, data, np.nan), axis=1)
-    sigma = mad_std(diffs, ignore_nan=True) / np.sqrt(2.0)
+    # Along x, or along y for a one-column frame; only pairs of good pixels.
+    diffs = np.diff(np.where(good, data, np.nan), axis=1 if data.shape[1] > 1 else 0)
+    diffs = diffs[np.isfinite(diffs)]
+    sigma = mad_std(diffs) / np.sqrt(2.0) if diffs.size else 0.0
     if not sigma > 0:
         values = data[good]
-        sigma = mad_std(values) or np.std(values)
+        sigma = (mad_std(values) or np.std(values)) if values.size else 0.0
     return float(sigma) ** 2
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from astropy.stats import sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .calibration import calibrated_stack
 from .fusion import fuse
 from .inference import ensemble_size
 from .misfit import fit_passed
@@ -45,7 +46,6 @@ from .output import uncertainty_like
 from .psf import PSF
 from .registration import register_stack
 from .resources import check_memory
-from .stack import FrameStack
 
 __all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 
@@ -100,6 +100,12 @@ class MultiFrameSR:
         Safety cap on the consistency iterations.
     hdu : int or str, optional
         HDU to read when the frames are FITS paths.
+    bias, dark, flat : `~astropy.nddata.CCDData` or path, optional
+        Master calibration frames (`astrosr.calibration.calibrate`).
+    calibrate : {"auto", True, False}
+        Calibrate the frames (`astrosr.calibration.calibrated_stack`):
+        ``"auto"`` when calibration frames are given or the frames are raw
+        (whole numbers without uncertainty).
     progress : bool
         Print each step, with progress bars (and ETA) over the frames of the
         registration, the iterations of the fits and the network's tiles.
@@ -126,7 +132,8 @@ class MultiFrameSR:
     def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
                  reference=0, consistency="observation", pixfrac=None, reject="auto",
                  ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
-                 psf_options=None, output_wcs=None, shape_out=None):
+                 psf_options=None, output_wcs=None, shape_out=None, bias=None, dark=None,
+                 flat=None, calibrate="auto"):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if consistency not in CONSISTENCY_MODES:
@@ -138,6 +145,9 @@ class MultiFrameSR:
                                                                        pixfrac, reject)
         self.ensemble, self.tile, self.overlap, self.max_iter = ensemble, tile, overlap, max_iter
         self.hdu, self.progress = hdu, progress
+        if calibrate not in ("auto", True, False):
+            raise ValueError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
+        self.calibration = {"bias": bias, "dark": dark, "flat": flat, "calibrate": calibrate}
         self.grid = {k: v for k, v in (("output_wcs", output_wcs), ("shape_out", shape_out))
                      if v is not None}
         if pixfrac is not None and fusion != "drizzle":
@@ -181,8 +191,8 @@ class MultiFrameSR:
             if geometry is not None:
                 raise TypeError("give geometry or shifts, not both")
             geometry = shifts
-        frames = FrameStack.parse(frames, hdu=self.hdu)
-        notes = []
+        frames, calibrated = calibrated_stack(frames, hdu=self.hdu, **self.calibration)
+        notes = [calibrated] if calibrated else []
         check_memory(frames[0].shape, n_frames=len(frames), scale=self.scale, method="pipeline",
                      ensemble=ensemble_size(self.ensemble), tile=self.tile, overlap=self.overlap,
                      refine=self.refine is not None,

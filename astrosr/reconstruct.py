@@ -42,6 +42,8 @@ _MIN_COVERAGE = 1e-3
 # Frames with a flat variance are modelled as Poisson counts with this many
 # counts on the sky (1/10 relative noise): nearly Gaussian, yet quick to converge.
 _FLAT_COUNTS = 100.0
+# ... and so are frames whose variance changes by less than this fraction across their data.
+_FLAT_CHANGE = 1e-3
 # The discrepancy rule gives up when the chi-square has not fallen for this many iterations.
 _STALL_ITER = 30
 
@@ -130,7 +132,11 @@ class PoissonNoise:
         n = len(stack)
         self.gain, self.background, self.pedestal = np.ones(n), np.zeros(n), np.zeros(n)
         given = background is not None
+        # A frame with no good pixel (all outside a rotated output grid) is not fitted.
+        self.fitted = np.array([g.any() for g in stack.good])
         for i, (d, v, g) in enumerate(zip(stack.data, stack.var, stack.good)):
+            if not self.fitted[i]:
+                continue
             sigma = float(np.sqrt(np.median(v[g])))
             floor = _sky_floor(d, g, sigma)
             line = None if given else _variance_line(d[g], v[g])
@@ -151,8 +157,8 @@ class PoissonNoise:
         return data - self.pedestal[:, None, None]
 
     def mean_pedestal(self):
-        """The pedestal restored to the result: the mean over frames, per input pixel."""
-        return float(np.mean(self.pedestal))
+        """The pedestal restored to the result: the mean over the fitted frames, per input pixel."""
+        return float(np.mean(self.pedestal[self.fitted])) if self.fitted.any() else 0.0
 
 
 def _sky_floor(frame, good, sigma, box=5):
@@ -160,10 +166,13 @@ def _sky_floor(frame, good, sigma, box=5):
 
     The darkest level is the 1st percentile of the ``box x box`` local means
     (they average the noise down). Where it lies within 2 sigma of the
-    frame's sigma-clipped median, most of the frame is one flat sky.
+    frame's sigma-clipped median, most of the frame is one flat sky. The box
+    is no larger than the frame: in a frame of 2 or 4 pixels across, a 5-pixel
+    box (with its reflections) would make every local mean the frame's mean.
     """
-    num = ndimage.uniform_filter(np.where(good, frame, 0.0), box)
-    den = ndimage.uniform_filter(good.astype(float), box)
+    size = tuple(min(box, n) for n in frame.shape)
+    num = ndimage.uniform_filter(np.where(good, frame, 0.0), size)
+    den = ndimage.uniform_filter(good.astype(float), size)
     inner = good & (den > 0.5)
     low = float(np.percentile((num / np.maximum(den, 1e-12))[inner if inner.any() else good], 1.0))
     _, median, _ = sigma_clipped_stats(frame[good], sigma=3.0, maxiters=5)
@@ -203,7 +212,10 @@ def _variance_line(data, var):
             y.append(np.median(var[sel]))
     if len(x) >= 3:
         slope, intercept = np.polyfit(x, y, 1)
-        if slope > 0 and intercept > 0:
+        # A variance that changes by less than _FLAT_CHANGE over the data's range is flat: a
+        # constant uncertainty fits a round-off slope (1e-17), whose background (1e16) would
+        # leave the iterations at their start, "converged".
+        if slope * (x[-1] - x[0]) > _FLAT_CHANGE * np.median(y) and intercept > 0:
             return float(slope), float(intercept / slope)
     return None
 
@@ -228,7 +240,16 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
     image's structure (its flux above its own median: what the data
     constrain, never a sky pedestal). The returned ``chi2`` is that of the
     returned image.
+
+    Raises
+    ------
+    ValueError
+        When no good pixel is left to fit.
     """
+    if not np.any(good):
+        raise ValueError("no frame pixel is left to fit: all are masked, outside the output "
+                         "grid, or rejected as outliers (frames that disagree everywhere: "
+                         "check the geometry and the uncertainty, or pass reject=False)")
     b = noise.background[:, None, None]
     data = noise.above(stack.data)
     inv_gain = (1.0 / noise.gain)[:, None, None]
@@ -263,14 +284,17 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
             elif it - best[2] >= _STALL_ITER:
                 stopped = "stalled"
                 break
-        ratio = weight * counts / np.maximum(predicted + bg, 1e-12)
+        # A model below zero (the ringing of a band-limited shift of a kernel sampled below
+        # Nyquist) counts as zero: with the background, the ratio stays bounded.
+        ratio = weight * counts / np.maximum(np.maximum(predicted, 0.0) + bg, 1e-12)
         new = op.adjoint(ratio)
         new *= y
         new *= inv_norm
         step_before, step = step, new - y
         previous, x = x, new
         if stop == "converged":
-            change = float(np.sum(np.abs(step)) / max(_structure(y, observed), 1e-300))
+            # In float64: the floor 1e-300 is 0 in the single precision of the step.
+            change = float(np.sum(np.abs(step))) / max(_structure(y, observed), 1e-300)
             if change < tol:
                 stopped = "converged"
                 break

@@ -107,6 +107,10 @@ def drizzle_pixmaps(data, weight, var, pixmaps, out_shape, pixfrac):
     """
     from drizzle.resample import Drizzle
 
+    if min(np.shape(data)[1:]) < 2:
+        raise ValueError(f"frames of shape {np.shape(data)[1:]} cannot be drizzled with this "
+                         "geometry: the drizzle package's kernel needs at least 2 pixels along "
+                         "each axis (pure shifts onto the reference's grid take any shape)")
     # The package leaves out input pixels whose centre falls beyond the output
     # grid, so the output's edge pixels would miss the parts of their drops:
     # drizzle onto a grid padded by a drop's reach, then crop.

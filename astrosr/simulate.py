@@ -55,6 +55,8 @@ class ObservedStack:
         Fine pixels per detector pixel.
     cosmic_rays : list of numpy.ndarray
         Boolean maps of the pixels hit by cosmic rays in each frame.
+    camera : `~astrosr.camera.CameraTruth` or None
+        With ``observe(camera=...)``: what the camera added to each frame.
     """
 
     frames: list
@@ -63,6 +65,7 @@ class ObservedStack:
     psf: object
     scale: int
     cosmic_rays: list = field(default_factory=list)
+    camera: object = None
 
     def __len__(self):
         return len(self.frames)
@@ -217,7 +220,7 @@ def _centred(kernel, shape):
 
 def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, read_noise=5.0,
             gain=1.0, cosmic_ray_rate=0.0, bad_pixel_fraction=0.0, edge="reflect", seed=None,
-            geometry=None):
+            geometry=None, camera=None):
     """Simulate a dithered stack of exposures of a fine-grid sky.
 
     Parameters
@@ -257,6 +260,11 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
         ``scale`` of each frame (DESIGN.md convention), rendered by
         `render_geometry`. Each frame's WCS (when the truth has a linear
         one) is the reference's seen through its transform.
+    camera : `~astrosr.camera.Camera`, optional
+        Raw frames as this camera writes them (`astrosr.camera`): unsigned
+        16-bit ADU with its bias, banding, defects, flat, sky gradient,
+        trails and saturation, without uncertainty or mask (``gain`` is then
+        the camera's). Default: calibrated frames in electrons.
 
     Returns
     -------
@@ -292,6 +300,9 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
     ref_wcs = rescale_wcs(wcs_from(truth_ccd), 1.0 / scale)
     frame_wcs = (_frame_wcs(ref_wcs, geometry, expected.shape[1:]) if geometry is not None
                  else [shift_wcs(ref_wcs, dx, dy) for dx, dy in shifts])
+    if camera is not None:
+        return _raw_stack(camera, expected, rng, shifts, geometry, frame_wcs, truth_ccd, psf,
+                          scale, sky, read_noise, cosmic_ray_rate)
     frames, crs = [], []
     for i, (mean, (dx, dy)) in enumerate(zip(expected, shifts)):
         counts = rng.poisson(mean) + rng.normal(0.0, read_noise, mean.shape)
@@ -304,10 +315,29 @@ def observe(truth, *, n_frames=16, scale=4, psf=None, shifts=None, sky=100.0, re
                               mask=bad.copy(), wcs=frame_wcs[i],
                               meta=_frame_header(i, dx, dy, scale, psf, sky, read_noise, gain)))
         crs.append(cr > 0)
-    table = geometry if geometry is not None else QTable(
-        {"frame": np.arange(len(shifts)), "dx": shifts[:, 0] * u.pix, "dy": shifts[:, 1] * u.pix})
+    table = geometry if geometry is not None else _shift_table(shifts)
     return ObservedStack(frames=frames, shifts=table, truth=truth_ccd, psf=psf, scale=int(scale),
                          cosmic_rays=crs)
+
+
+def _raw_stack(camera, expected, rng, shifts, geometry, frame_wcs, truth_ccd, psf, scale, sky,
+               read_noise, cosmic_ray_rate):
+    """`observe` through a `~astrosr.camera.Camera`: raw uint16 ADU frames."""
+    crs = [_cosmic_rays(rng, expected.shape[1:], cosmic_ray_rate) for _ in expected]
+    raw, truth = camera.expose(expected + np.array(crs), rng, read_noise=read_noise, sky=sky)
+    frames = []
+    for i, (dx, dy) in enumerate(shifts):
+        meta = _frame_header(i, dx, dy, scale, psf, sky, read_noise, camera.gain)
+        meta.update(camera.header())
+        frames.append(CCDData(raw[i], unit=u.adu, wcs=frame_wcs[i], meta=meta))
+    table = geometry if geometry is not None else _shift_table(shifts)
+    return ObservedStack(frames=frames, shifts=table, truth=truth_ccd, psf=psf, scale=int(scale),
+                         cosmic_rays=[c > 0 for c in crs], camera=truth)
+
+
+def _shift_table(shifts):
+    return QTable({"frame": np.arange(len(shifts)), "dx": shifts[:, 0] * u.pix,
+                   "dy": shifts[:, 1] * u.pix})
 
 
 def _frame_wcs(ref_wcs, geometry, shape):

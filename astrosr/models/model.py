@@ -220,26 +220,42 @@ class SRModel:
         Raises
         ------
         FileNotFoundError
-            If the weights or the card is missing.
+            If the card is missing, or the weights file is (the message
+            names it and the sha256 its card expects).
         ValueError
-            If the card is not an astrosr model card, or the weights file's
-            sha256 differs from the card's (a corrupt or replaced file).
+            If the card is not an astrosr model card or records no sha256,
+            the weights file's sha256 differs from the card's (a corrupt or
+            replaced file: the message names the file and both sha256), or
+            the weights do not fit the network the card describes.
         """
         weights, card_path = model_paths(path)
-        for p in (card_path, weights):
-            if not p.is_file():
-                raise FileNotFoundError(f"no such model file: {p}")
+        if not card_path.is_file():
+            beside = (f", the model card of {weights} (it records the network and the sha256 "
+                      "of the weights): copy it beside them" if weights.is_file() else "")
+            raise FileNotFoundError(f"no such model file: {card_path}{beside}")
         card = _read_card(card_path)
-        expected = card.get("weights", {}).get("sha256")
+        expected = (card.get("weights") or {}).get("sha256")
+        fix = _weights_fix(weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"no such model file: {weights}, the weights of the model card "
+                                    f"{card_path} (expected sha256 {expected}); {fix}")
+        if not expected:
+            raise ValueError(f"the model card {card_path} records no sha256 of its weights "
+                             f"{weights}: it was not written by SRModel.save; save the model "
+                             "again")
         actual = sha256(weights)
         if expected != actual:
             raise ValueError(f"sha256 of {weights} is {actual} but the model card {card_path} "
                              f"says {expected}: the weights file is corrupt or does not belong "
-                             "to this card")
+                             f"to this card; {fix}")
         model = cls.__new__(cls)
         model._setup(_full_config(card["architecture"].get("architecture"),
                                   card["architecture"].get("scale"), _options(card)), card)
-        model.network.load_weights(weights)
+        try:
+            model.network.load_weights(weights)
+        except (ValueError, OSError, KeyError) as exc:
+            raise ValueError(f"the weights {weights} (sha256 {actual}) do not fit the network "
+                             f"that the model card {card_path} describes ({exc}); {fix}") from exc
         return model
 
     @classmethod
@@ -253,12 +269,15 @@ class SRModel:
 
         Raises
         ------
+        FileNotFoundError
+            If the model's card ships but its weights file is missing (a
+            broken installation: the message names the file and its sha256).
         ValueError
             If no model of that name ships with astrosr (the message lists
             those that do), or its weights fail the sha256 check.
         """
         names = available_models()
-        if name not in names:
+        if name not in names and not (DATA_DIR / f"{name}.json").is_file():
             listed = ", ".join(names) if names else "none are installed"
             raise ValueError(f"unknown pretrained model {name!r}; available: {listed}")
         return cls.load(DATA_DIR / name)
@@ -307,11 +326,14 @@ def get_model(model):
     """
     if isinstance(model, SRModel):
         return model
-    if isinstance(model, str) and model in available_models():
-        return SRModel.pretrained(model)
+    if isinstance(model, str) and (model in available_models()
+                                   or (DATA_DIR / f"{model}.json").is_file()):
+        return SRModel.pretrained(model)  # a shipped card without weights says so there
     try:
         return SRModel.load(model)
     except FileNotFoundError:
+        if any(p.exists() for p in model_paths(model)):
+            raise  # half a saved model: the message names the missing file
         raise FileNotFoundError(f"{model!r} is neither a shipped model ("
                                 f"{', '.join(available_models()) or 'none installed'}) nor a "
                                 "saved model (NAME.weights.h5 + NAME.json)") from None
@@ -400,6 +422,13 @@ def model_paths(path):
     if not p.name:
         raise ValueError(f"path must name a file stem, got {str(path)!r}")
     return p.with_name(p.name + ".weights.h5"), p.with_name(p.name + ".json")
+
+
+def _weights_fix(weights):
+    """What to do about a missing or corrupt weights file."""
+    if Path(weights).resolve().parent == DATA_DIR:
+        return "reinstall astrosr (pip install --force-reinstall astrosr-gan) to restore it"
+    return "copy the weights file again from where the model was saved, or save it again"
 
 
 def _temp_name(target, suffix):

@@ -34,10 +34,11 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable
 
+from ..calibration import calibrated_stack
 from ..geometry import Corrected, Similarity, frame_centre, frame_transforms, local_area
 from ..psf import as_psf, estimate_psf
 from ..stack import FrameStack
-from .correlation import phase_correlation
+from .correlation import MIN_SIGNIFICANCE, peak_significance, phase_correlation
 from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
 from .model import MODEL_SCALE, ModelTemplate, fine_model
 from .rotation import coarse_similarity
@@ -184,7 +185,7 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
         raise ValueError(f"transform must be one of {sorted(FREE)}, got {transform!r}")
     if method not in ("auto", "correlation", "model"):
         raise ValueError(f"method must be 'auto', 'correlation' or 'model', got {method!r}")
-    frames = FrameStack.parse(frames, hdu=hdu)
+    frames, calibration = calibrated_stack(frames, hdu=hdu)
     n = len(frames)
     if not -n <= reference < n:
         raise ValueError(f"reference={reference} is out of range for {n} frames")
@@ -202,6 +203,7 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
             stack.append(Frame(frames, i, f"frames[{i}]"))
             bar.update(1)
         if transform == "shift" and wcs_maps is None:
+            _check_correlation(stack, reference)
             fits = _shift_fits(stack, reference, upsample, max_iter, bar)
         else:
             fits = _warp_fits(stack, reference, transform, wcs_maps, max_iter, bar)
@@ -210,8 +212,26 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
                                min(max_iter, _MODEL_ROUNDS))
     for i, fit in enumerate(fits):
         check_common_signal(fit, f"frames[{i}]")
+    why = why if calibration is None else f"{why}; {calibration}"
     return _table(frames, fits, reference, transform, [s.estimated_noise for s in stack],
                   f"{method}: {why}", wcs_maps)
+
+
+def _check_correlation(stack, reference):
+    """Refuse, before any fit, a frame whose correlation with the reference is chance."""
+    ref = stack[reference]
+    for i, f in enumerate(stack):
+        if i == reference:
+            continue
+        significance = peak_significance(ref.data, f.data, good=(ref.good, f.good))
+        if significance < MIN_SIGNIFICANCE:
+            raise ValueError(
+                f"frames[{i}] and the reference do not overlap or show different skies, or are "
+                f"too faint or dominated by the detector's pattern: their best cross-correlation "
+                f"stands {significance:.1f} sigma above chance (a pair that registers: above "
+                f"{MIN_SIGNIFICANCE:.0f}). Try calibration frames (bias=, dark=, flat=; "
+                f"--bias/--dark/--flat), a known geometry (a table, or 'wcs' when the frames "
+                f"have one), or leave the frame out")
 
 
 def _shift_fits(stack, reference, upsample, max_iter, bar):
