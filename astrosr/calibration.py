@@ -49,6 +49,8 @@ COLUMN_SIGMA = 1.0
 #: Trails: smoothed pixels above this many sigma, in straight runs this fraction of the frame.
 TRAIL_SIGMA = 2.5
 TRAIL_LENGTH = 0.25
+#: Pixels masked either side of a trail's spine.
+_TRAIL_HALF_WIDTH = 3.0
 
 
 def is_raw(frame):
@@ -103,7 +105,7 @@ def calibrate(frames, *, bias=None, dark=None, flat=None, hdu=None):
     return [_clean(c, fixed, "bias" in masters) for c in ccds]
 
 
-def calibrated_stack(frames, *, bias=None, dark=None, flat=None, calibrate="auto", hdu=None):
+def calibrated_stack(frames, *, bias=None, dark=None, flat=None, when="auto", hdu=None):
     """The frames as a `~astrosr.FrameStack`, calibrated (`calibrate`) where that is asked for.
 
     Parameters
@@ -111,8 +113,9 @@ def calibrated_stack(frames, *, bias=None, dark=None, flat=None, calibrate="auto
     frames : list of CCDData/NDData/paths, glob pattern, 3-D array, or FrameStack
     bias, dark, flat : optional
         As for `calibrate`.
-    calibrate : {"auto", True, False}
-        ``"auto"``: when a calibration frame is given or any frame `is_raw`.
+    when : {"auto", True, False}
+        Whether to calibrate; ``"auto"``: when a calibration frame is given
+        or any frame `is_raw`.
     hdu : int or str, optional
 
     Returns
@@ -123,14 +126,14 @@ def calibrated_stack(frames, *, bias=None, dark=None, flat=None, calibrate="auto
     """
     from .stack import FrameStack
 
-    if calibrate not in ("auto", True, False):
-        raise ValueError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
+    if when not in ("auto", True, False):
+        raise ValueError(f"calibrate must be 'auto', True or False, got {when!r}")
     masters = [m for m in (bias, dark, flat) if m is not None]
-    if masters and calibrate is False:
+    if masters and when is False:
         raise ValueError("calibrate=False with bias=, dark= or flat=: drop them, or calibrate")
     stack = FrameStack.parse(frames, hdu=hdu)
     raw = [i for i, c in enumerate(stack.ccds) if is_raw(c)]
-    if calibrate is False or (calibrate == "auto" and not masters and not raw):
+    if when is False or (when == "auto" and not masters and not raw):
         return stack, None
     given = ", ".join(n for n, m in (("bias", bias), ("dark", dark), ("flat", flat))
                       if m is not None) or "no calibration frames"
@@ -310,7 +313,6 @@ def _mad(values):
 
 def _trails(residual, good, sigma):
     """Pixels of satellite trails: long straight lines above the noise (Hough transform)."""
-    from skimage.draw import line
     from skimage.transform import probabilistic_hough_line
 
     smooth = ndimage.gaussian_filter(np.where(good, residual, 0.0), 1.0)
@@ -322,28 +324,33 @@ def _trails(residual, good, sigma):
         return out
     segments = probabilistic_hough_line(bright, threshold=length // 2, line_length=length,
                                         line_gap=3, rng=0)
+    yy, xx = np.indices(residual.shape, dtype=float)
     for (x0, y0), (x1, y1) in segments:
         if _thin_line(bright, (x0, y0), (x1, y1)):
-            rr, cc = line(y0, x0, y1, x1)
-            out[rr, cc] = True
-    return ndimage.binary_dilation(out, iterations=3) & good if out.any() else out
+            # A satellite crosses the whole field: mask the whole line, not the segment found.
+            norm = np.hypot(x1 - x0, y1 - y0)
+            out |= np.abs((xx - x0) * (y1 - y0) - (yy - y0) * (x1 - x0)) / norm <= _TRAIL_HALF_WIDTH
+    return out & good
 
 
 def _thin_line(bright, start, end, offset=8.0):
-    """Whether a segment is a trail: bright along most of it, not 8 pixels to either side
-    (the elongated part of a nebula or galaxy is bright beside its spine too)."""
+    """Whether a segment is part of a trail: the whole line through it, across the frame, is
+    bright along most of its length, and twice as often as 8 pixels to either side (the part of
+    a nebula or galaxy is neither as long nor as thin)."""
     (x0, y0), (x1, y1) = start, end
-    n = int(np.hypot(x1 - x0, y1 - y0)) + 1
-    t = np.linspace(0.0, 1.0, n)
-    x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
-    nx, ny = -(y1 - y0) / max(n - 1, 1), (x1 - x0) / max(n - 1, 1)
+    ux, uy = np.array([x1 - x0, y1 - y0], dtype=float) / np.hypot(x1 - x0, y1 - y0)
+    reach = np.hypot(*bright.shape)
+    t = np.arange(-reach, reach)
+    x, y = x0 + t * ux, y0 + t * uy
+    inside = (x >= 0) & (x <= bright.shape[1] - 1) & (y >= 0) & (y <= bright.shape[0] - 1)
+    x, y = x[inside], y[inside]
 
     def fraction(k):
-        xs = np.clip(np.round(x + k * nx), 0, bright.shape[1] - 1).astype(int)
-        ys = np.clip(np.round(y + k * ny), 0, bright.shape[0] - 1).astype(int)
+        xs = np.clip(np.round(x - k * uy), 0, bright.shape[1] - 1).astype(int)
+        ys = np.clip(np.round(y + k * ux), 0, bright.shape[0] - 1).astype(int)
         return bright[ys, xs].mean()
 
-    return fraction(0.0) > 0.6 and max(fraction(offset), fraction(-offset)) < 0.3
+    return fraction(0.0) > max(0.5, 2.0 * max(fraction(offset), fraction(-offset)))
 
 
 def _compact_sources(bright):

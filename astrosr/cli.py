@@ -672,7 +672,7 @@ def _calibrated(args, say):
     from .calibration import calibrated_stack
 
     frames, note = calibrated_stack(args.frames, bias=args.bias, dark=args.dark, flat=args.flat,
-                                    calibrate=args.calibrate, hdu=args.hdu)
+                                    when=args.calibrate, hdu=args.hdu)
     if note:
         say(f"[astrosr] {note}")
     return frames, note

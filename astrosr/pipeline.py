@@ -147,7 +147,7 @@ class MultiFrameSR:
         self.hdu, self.progress = hdu, progress
         if calibrate not in ("auto", True, False):
             raise ValueError(f"calibrate must be 'auto', True or False, got {calibrate!r}")
-        self.calibration = {"bias": bias, "dark": dark, "flat": flat, "calibrate": calibrate}
+        self.calibration = {"bias": bias, "dark": dark, "flat": flat, "when": calibrate}
         self.grid = {k: v for k, v in (("output_wcs", output_wcs), ("shape_out", shape_out))
                      if v is not None}
         if pixfrac is not None and fusion != "drizzle":

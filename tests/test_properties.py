@@ -205,11 +205,9 @@ def assert_unchanged(before, after):
     elif isinstance(before, NDData):
         assert type(after) is type(before) and after.unit == before.unit
         assert_unchanged(np.asarray(before.data), np.asarray(after.data))
-        for name in ("mask",):
-            b, a = getattr(before, name), getattr(after, name)
-            assert (a is None) == (b is None)
-            if b is not None:
-                assert_unchanged(np.asarray(b), np.asarray(a))
+        assert (after.mask is None) == (before.mask is None)
+        if before.mask is not None:
+            assert_unchanged(np.asarray(before.mask), np.asarray(after.mask))
         if before.uncertainty is None:
             assert after.uncertainty is None
         else:
@@ -446,7 +444,7 @@ METHOD_OPTIONS = st.sampled_from((
 ))
 
 
-@settings(max_examples=40, **PROPS)
+@settings(max_examples=80, **PROPS)
 @given(data=st.data(), method=METHOD_OPTIONS,
        scale=st.sampled_from((1, 2, 3, 1.5)), reject=st.sampled_from((None, False)))
 def test_fuse_returns_a_clean_result_or_a_documented_error(data, method, scale, reject):
@@ -634,7 +632,7 @@ def test_observe_then_register_recovers_the_shifts(sky, seed, n, form):
     assert abs(one.dy - true[1, 1]) <= 5.0 * one.dy_err + 1e-3
 
 
-@settings(max_examples=25, **PROPS)
+@settings(max_examples=40, **PROPS)
 @given(stack=stacks(max_frames=3, shape=st.one_of(st.sampled_from(TINY),
                                                   st.tuples(st.integers(1, 24),
                                                             st.integers(1, 24)))),
@@ -657,15 +655,15 @@ def test_registration_returns_a_table_or_a_documented_error(stack, reference, tr
 
 @pytest.mark.xfail(strict=True, reason=(
     "registration/templates.py fill(): np.median of an empty selection when a leave-one-out "
-    "template has no coverage (frames narrower than the template margin): RuntimeWarnings "
+    "template has no coverage (frames smaller than the template margin): RuntimeWarnings "
     "'Mean of empty slice' and 'invalid value encountered in scalar divide' reach the user "
     "before the right ValueError"))
-def test_registration_of_narrow_frames_refuses_without_numpy_warnings():
-    cube = np.random.default_rng(0).normal(100.0, 30.0, (3, 16, 4))
+def test_registration_of_tiny_frames_refuses_without_numpy_warnings():
+    cube = np.random.default_rng(0).normal(100.0, 30.0, (3, 4, 5))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(ValueError, match="do not overlap"):
-            astrosr.register_stack(cube, method="correlation")
+            astrosr.register_stack(cube)
 
 
 # --------------------------------------------------------------------------- geometry helpers
