@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from .nddata import add_history, as_frames, frame_arrays, saturated_pixels, white_noise_variance
 
-__all__ = ["calibrate", "calibrated_stack", "is_raw"]
+__all__ = ["calibrate", "calibrated_stack", "is_raw", "RAW_UNITS"]
 
 #: Significance (noise sigma) of a defect pixel's excess over its 3x3 median.
 DEFECT_SIGMA = 5.0
@@ -46,6 +46,10 @@ NEIGHBOUR_FRACTION = 0.05
 FIXED_FRACTION = 0.5
 #: A column whose median offset exceeds this many pixel-noise sigma is a defect, not banding.
 COLUMN_SIGMA = 1.0
+#: Banding: row-to-row offsets over this many rows (columns) ...
+BANDING_SCALE = 15
+#: ... subtracted when their scatter is this many times that of the noise.
+BANDING_SIGNIFICANCE = 2.0
 #: Trails: smoothed pixels above this many sigma, in straight runs this fraction of the frame.
 TRAIL_SIGMA = 2.5
 TRAIL_LENGTH = 0.25
@@ -53,19 +57,26 @@ TRAIL_LENGTH = 0.25
 _TRAIL_HALF_WIDTH = 3.0
 
 
+#: Units of raw camera frames (no unit: a FITS file without BUNIT).
+RAW_UNITS = (u.adu, u.count, u.dimensionless_unscaled, u.Unit("DN"))
+
+
 def is_raw(frame):
-    """Whether a frame looks raw from a camera: no uncertainty, and whole numbers only.
+    """Whether a frame looks raw from a camera: no uncertainty, whole numbers only, in ADU.
+
+    A frame in ADU, counts, DN or without a unit (`RAW_UNITS`), with no
+    uncertainty and only whole numbers (integers, or floats holding them) is
+    what a camera writes; frames in electrons or with an uncertainty have
+    been calibrated.
 
     Parameters
     ----------
     frame : `~astropy.nddata.CCDData` or `~astropy.nddata.NDData`
     """
-    if frame.uncertainty is not None:
+    if frame.uncertainty is not None or (frame.unit is not None and frame.unit not in RAW_UNITS):
         return False
     data = np.asarray(frame.data)
-    if data.dtype.kind in "iu":
-        return True
-    finite = data[np.isfinite(data)]
+    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
     return finite.size > 0 and np.ptp(finite) > 0 and bool(np.all(finite == np.round(finite)))
 
 
@@ -229,16 +240,17 @@ def _clean(ccd, fixed, bias_removed):
     """Mask a frame's defects, then remove its banding and background; record it."""
     data = np.asarray(ccd.data, dtype=float)
     good = _good(ccd)
-    saturated = saturated_pixels(np.where(good, data, np.nan), ccd.meta, grow=2)
-    good &= ~fixed & ~saturated
+    saturated = saturated_pixels(data, ccd.meta, grow=1)  # as frame_arrays masks them
+    good &= ~fixed
     background = _background(data, good)
     residual = data - background
     sigma = np.sqrt(white_noise_variance(residual, good))
     quiet = good & ~ndimage.binary_dilation(residual > 3 * sigma, iterations=2)
-    rows = _median_along(residual, quiet, axis=1)
+    rows = _banding(residual, quiet, sigma, axis=1)
     residual -= rows[:, None]
-    columns = _median_along(residual, quiet, axis=0)
+    columns = _banding(residual, quiet, sigma, axis=0)
     residual -= columns[None, :]
+    sigma = np.sqrt(white_noise_variance(residual, good))  # the bands are gone from it now
     trails = _trails(residual, good, sigma)
     good &= ~trails
     out = CCDData(residual, unit=ccd.unit, mask=~good, wcs=ccd.wcs, meta=ccd.meta.copy(),
@@ -299,12 +311,34 @@ def _background(data, good):
     return surface(x / norm, y / norm)
 
 
+def _banding(residual, quiet, sigma, axis):
+    """The offsets of the rows (axis=1) or columns (axis=0) from their neighbours, where they
+    stand out of the noise of a median; zeros where they do not.
+
+    Only the part that changes from one row to the next (offsets less a
+    running median over `BANDING_SCALE` rows) is banding: a slow change
+    along the frame is the sky's own (a nebula, a galaxy larger than the
+    source mask), which a median along each row cannot tell from a band.
+    """
+    offsets = _median_along(residual, quiet, axis)
+    jitter = offsets - ndimage.median_filter(offsets, BANDING_SCALE, mode="nearest")
+    per_line = max(float(np.mean(quiet.sum(axis=axis))), 1.0)
+    expected = 1.2533 * sigma / np.sqrt(per_line)  # noise of a median of per_line pixels
+    return jitter if np.std(jitter) > BANDING_SIGNIFICANCE * expected else np.zeros_like(jitter)
+
+
 def _median_along(values, good, axis):
-    """Medians of the good pixels of each row (axis=1) or column (axis=0); 0 where none."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-masked rows
-        out = np.nanmedian(np.where(good, values, np.nan), axis=axis)
-    return np.nan_to_num(out)
+    """Medians of the good pixels of each row (axis=1) or column (axis=0); 0 where none.
+
+    One sort of the frame (bad pixels sorted last as NaN), not a median per
+    row: `numpy.nanmedian` along an axis loops over the rows in Python.
+    """
+    ordered = np.sort(np.where(good, values, np.nan), axis=axis)
+    count = good.sum(axis=axis)
+    low = np.expand_dims(np.clip((count - 1) // 2, 0, None), axis)
+    high = np.expand_dims(np.clip(count // 2, 0, None), axis)
+    median = 0.5 * (np.take_along_axis(ordered, low, axis) + np.take_along_axis(ordered, high, axis))
+    return np.where(count > 0, np.squeeze(median, axis=axis), 0.0)
 
 
 def _mad(values):

@@ -198,11 +198,31 @@ def white_noise_variance(data, good):
     # Along x, or along y for a one-column frame; only pairs of good pixels.
     diffs = np.diff(np.where(good, data, np.nan), axis=1 if data.shape[1] > 1 else 0)
     diffs = diffs[np.isfinite(diffs)]
-    sigma = mad_std(diffs) / np.sqrt(2.0) if diffs.size else 0.0
+    sigma = _dithered_mad_std(diffs) / np.sqrt(2.0) if diffs.size else 0.0
     if not sigma > 0:
         values = data[good]
         sigma = (mad_std(values) or np.std(values)) if values.size else 0.0
     return float(sigma) ** 2
+
+
+def _dithered_mad_std(values):
+    """The MAD's standard deviation of ``values``, exact for whole numbers too.
+
+    The MAD of whole numbers (raw ADU, and their differences) is itself a
+    whole or half number: for noise of 22 ADU it reads 1.5% low, which over
+    a million pixels is a chi-square 26 sigmas off. Values that are whole
+    numbers, or nearly (raw frames less a smooth background), get a
+    triangular dither of variance 1/6 first (the difference of two uniform
+    draws in (-1/2, 1/2), from a fixed seed: the same input, the same
+    answer), taken out of the result.
+    """
+    from astropy.stats import mad_std
+
+    if values.size == 0 or np.median(np.abs(values - np.round(values))) > 0.05:
+        return mad_std(values)
+    rng = np.random.default_rng(0)
+    dither = rng.uniform(-0.5, 0.5, values.size) - rng.uniform(-0.5, 0.5, values.size)
+    return float(np.sqrt(max(mad_std(values + dither) ** 2 - 1.0 / 6.0, 0.0)))
 
 
 def rescale_wcs(wcs, factor):

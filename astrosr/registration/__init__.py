@@ -38,7 +38,7 @@ from ..calibration import calibrated_stack
 from ..geometry import Corrected, Similarity, frame_centre, frame_transforms, local_area
 from ..psf import as_psf, estimate_psf
 from ..stack import FrameStack
-from .correlation import MIN_SIGNIFICANCE, peak_significance, phase_correlation
+from .correlation import phase_correlation
 from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
 from .model import MODEL_SCALE, ModelTemplate, fine_model
 from .rotation import coarse_similarity
@@ -203,7 +203,6 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
             stack.append(Frame(frames, i, f"frames[{i}]"))
             bar.update(1)
         if transform == "shift" and wcs_maps is None:
-            _check_correlation(stack, reference)
             fits = _shift_fits(stack, reference, upsample, max_iter, bar)
         else:
             fits = _warp_fits(stack, reference, transform, wcs_maps, max_iter, bar)
@@ -217,65 +216,49 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
                   f"{method}: {why}", wcs_maps)
 
 
-def _check_correlation(stack, reference):
-    """Refuse, before any fit, a frame whose correlation with the reference is chance."""
-    ref = stack[reference]
-    for i, f in enumerate(stack):
-        if i == reference:
-            continue
-        significance = peak_significance(ref.data, f.data, good=(ref.good, f.good))
-        if significance < MIN_SIGNIFICANCE:
-            raise ValueError(
-                f"frames[{i}] and the reference do not overlap or show different skies, or are "
-                f"too faint or dominated by the detector's pattern: their best cross-correlation "
-                f"stands {significance:.1f} sigma above chance (a pair that registers: above "
-                f"{MIN_SIGNIFICANCE:.0f}). Try calibration frames (bias=, dark=, flat=; "
-                f"--bias/--dark/--flat), a known geometry (a table, or 'wcs' when the frames "
-                f"have one), or leave the frame out")
-
-
 def _shift_fits(stack, reference, upsample, max_iter, bar):
-    """Shifts: phase correlation, then leave-one-out templates (with two frames, `register`)."""
-    ref = stack[reference]
-    if len(stack) == 2:
-        other = stack[1 - reference]
-        d0 = phase_correlation(ref.data, other.data, upsample=upsample, good=(ref.good, other.good))
-        fit = fit_shift(other, Template(ref.data, ref.good_var, ref.good), d0,
-                        template_noise_in_weights=True)
-        fits = [fit, fit]
-        fits[reference] = _identity_fit(fit)
-        return fits
-    d = []
-    for i, f in enumerate(stack):
-        d.append(phase_correlation(ref.data, f.data, upsample=upsample, good=(ref.good, f.good))
-                 if i != reference else (0.0, 0.0))
-        bar.update(1)
-    starts = [np.array([dx, dy, 0.0, 1.0]) for dx, dy in d]
-    return _iterate_templates(stack, starts, "shift", None, max_iter, bar)
+    """Shifts: phase correlation, a fit to the reference, then leave-one-out templates."""
+    def first_fit(ref, frame, template, i):
+        d0 = phase_correlation(ref.data, frame.data, upsample=upsample,
+                               good=(ref.good, frame.good))
+        return fit_shift(frame, template, d0, template_noise_in_weights=True)
+
+    return _from_reference(stack, reference, first_fit, "shift", None, max_iter, bar)
 
 
 def _warp_fits(stack, reference, kind, wcs_maps, max_iter, bar):
-    """Rotation/scale (or a WCS start): coarse start, fit against the reference, then
+    """Rotation/scale (or a WCS start): coarse start, a fit to the reference, then
     leave-one-out templates."""
+    def first_fit(ref, frame, template, i):
+        start = _coarse(ref, frame, kind, _map(wcs_maps, i))
+        return fit_transform(frame, template, start, kind, inputs=_inputs(wcs_maps, i),
+                             template_noise_in_weights=True)
+
+    return _from_reference(stack, reference, first_fit, kind, wcs_maps, max_iter, bar)
+
+
+def _from_reference(stack, reference, first_fit, kind, wcs_maps, max_iter, bar):
+    """Every frame fitted to the reference (a frame of another sky is refused at once, before
+    the others are fitted), then, from there, to leave-one-out templates (`register` with two).
+
+    The first fits start the templates at the precision of one pair, so the
+    leave-one-out rounds converge in a few: started from the correlation's
+    estimates, templates of frames misplaced by a tenth of a pixel take many.
+    """
     ref = stack[reference]
     first = Template(ref.data, ref.good_var, ref.good)
-    starts = []
-    for i, f in enumerate(stack):
-        if i == reference:
-            starts.append(_IDENTITY.copy())
-        else:
-            start = _coarse(ref, f, kind, _map(wcs_maps, i))
-            fit = fit_transform(f, first, start, kind, inputs=_inputs(wcs_maps, i),
-                                template_noise_in_weights=True)
-            check_common_signal(fit, f"frames[{i}]")  # refuse a different sky at once
-            starts.append(fit.params)
+    fits = []
+    for i, frame in enumerate(stack):
+        fit = None
+        if i != reference:
+            fit = first_fit(ref, frame, first, i)
+            check_common_signal(fit, f"frames[{i}]")
+        fits.append(fit)
         bar.update(1)
+    fits[reference] = _identity_fit(fits[1 - reference])
     if len(stack) == 2:
-        fits = [None, None]
-        fits[1 - reference] = fit
-        fits[reference] = _identity_fit(fit)
         return fits
-    return _iterate_templates(stack, starts, kind, wcs_maps, max_iter, bar)
+    return _iterate_templates(stack, [f.params for f in fits], kind, wcs_maps, max_iter, bar)
 
 
 def _coarse(ref, frame, kind, wcs_map):
@@ -356,7 +339,15 @@ def _iterate_templates(stack, params, kind, wcs_maps, max_iter, bar=None):
 
 
 def _converged(old, new, fits, k):
-    change = np.abs(np.array(new)[:, :k] - np.array(old)[:, :k]).max(axis=0)
+    """Whether no frame's parameters changed by more than `CONVERGED` sigmas in a round.
+
+    A shift common to all frames (the reference's included) is no change of
+    the registration, which is relative: left alone, it drifts for many
+    rounds while the frames' relative shifts stand still. It is taken out.
+    """
+    change = np.array(new)[:, :k] - np.array(old)[:, :k]
+    change[:, :2] -= change[:, :2].mean(axis=0)
+    change = np.abs(change).max(axis=0)
     typical = np.median([np.sqrt(np.diag(f.cov)) for f in fits], axis=0)
     return bool(np.all(change < CONVERGED * typical) or np.all(change < TOL))
 

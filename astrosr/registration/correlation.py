@@ -11,14 +11,10 @@ from astropy.stats import mad_std
 from scipy import fft
 from scipy.signal.windows import hann
 
-__all__ = ["phase_correlation", "prepare_for_fft", "peak_significance", "MIN_SIGNIFICANCE",
-           "SMOOTHING"]
+__all__ = ["phase_correlation", "prepare_for_fft", "SMOOTHING"]
 
-#: A phase-correlation peak this many robust sigmas above the rest of the
-#: surface is no chance: pairs of noise frames of 32^2 to 1392x1040 pixels
-#: reach 6 to 8 (the surface's tails are heavier than a Gaussian's), and
-#: stacks that register give 20 and more.
-MIN_SIGNIFICANCE = 10.0
+#: Smoothing (pixels, a Gaussian's sigma) of both frames before they are correlated.
+SMOOTHING = 1.0
 
 
 def phase_correlation(reference, image, *, upsample=100, window=True, good=None):
@@ -48,49 +44,6 @@ def phase_correlation(reference, image, *, upsample=100, window=True, good=None)
     if upsample > 1:
         peak = _refine_peak(cross, peak, int(upsample))
     return float(peak[1]), float(peak[0])
-
-
-def peak_significance(reference, image, *, good=None, exclude=3):
-    """How far the phase-correlation peak stands above chance (robust sigmas).
-
-    The cross-power spectrum normalised to unit modulus (phase only) turns
-    two frames of one sky into a sharp peak at their shift, and frames of
-    different skies, or of noise only, into a surface without structure,
-    whose robust scatter measures chance; noise-only pairs stay below
-    `MIN_SIGNIFICANCE`. The phases are
-    weighted as the frames are smoothed (`SMOOTHING`), which damps the
-    frequencies where noise dominates; those of the window are left out. Cheap (three FFTs): a registration
-    that cannot succeed is refused before any fit.
-
-    Parameters
-    ----------
-    reference, image : numpy.ndarray
-        As for `phase_correlation`.
-    good : tuple of numpy.ndarray, optional
-        Usable pixels of each.
-    exclude : int
-        Half-width (pixels) of the box around the peak left out of the scatter.
-    """
-    cross, _ = _correlation(reference, image, good, True)
-    # Low frequencies out: both frames share the window's envelope there.
-    lowpass = _gaussian(cross.shape, min(cross.shape) / (2 * np.pi * _LOWEST_CYCLES))
-    weight = _gaussian(cross.shape, SMOOTHING) * (1.0 - lowpass)
-    z = fft.ifft2(cross / np.maximum(np.abs(cross), 1e-300) * weight, workers=-1).real
-    iy, ix = np.unravel_index(np.argmax(z), z.shape)
-    rolled = np.roll(z, (z.shape[0] // 2 - iy, z.shape[1] // 2 - ix), axis=(0, 1))
-    cy, cx = z.shape[0] // 2, z.shape[1] // 2
-    rolled[max(cy - exclude, 0):cy + exclude + 1, max(cx - exclude, 0):cx + exclude + 1] = np.nan
-    rest = rolled[np.isfinite(rolled)]
-    if rest.size < 16:
-        return np.inf
-    spread = mad_std(rest)
-    return float((z[iy, ix] - np.median(rest)) / spread) if spread > 0 else np.inf
-
-
-#: Smoothing (pixels) of both frames before they are correlated.
-SMOOTHING = 1.0
-#: Frequencies below this many cycles per frame carry the window, not the sky.
-_LOWEST_CYCLES = 4.0
 
 
 def _window(shape):
