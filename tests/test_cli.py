@@ -541,3 +541,39 @@ def test_psf_estimate_options_are_checked_before_any_work(tmp_path, capsys):
                  "--psf-snr", "10", "-o", str(tmp_path / "out.fits")])
     assert code == 2
     assert "--psf-snr and --fwhm-guess tune the PSF estimate" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def raw_files(tmp_path_factory, extended_sky):
+    """4 raw camera frames (uint16 ADU, written with BZERO) and a master bias."""
+    from astrosr.camera import Camera
+
+    folder = tmp_path_factory.mktemp("raw")
+    stack = simulate.observe(extended_sky[:192, :192], shifts=[[0, 0], [3.2, 1.1], [-2.4, 2.7],
+                                                               [1.6, -3.3]],
+                             psf=PSF, sky=200.0, seed=2, camera=Camera(trails=0.0))
+    for i, frame in enumerate(stack.frames):
+        fits.PrimaryHDU(frame.data, header=fits.Header(frame.meta)).writeto(folder / f"r{i}.fits")
+    fits.PrimaryHDU(stack.camera.bias[0].astype(np.float32)).writeto(folder / "bias.fits")
+    return folder
+
+
+def test_stack_calibrates_raw_frames_and_takes_a_bias(tmp_path, raw_files):
+    frames = sorted(map(str, raw_files.glob("r*.fits")))
+    out = tmp_path / "raw.fits"
+    assert cli.main(["stack", *frames, "--method", "drizzle", "-o", str(out), "--quiet"]) == 0
+    history = "".join(CCDData.read(out).header["HISTORY"])
+    assert "raw frames calibrated" in history and "no calibration frames" in history
+    out = tmp_path / "raw_bias.fits"
+    assert cli.main(["stack", *frames, "--bias", str(raw_files / "bias.fits"), "--method",
+                     "drizzle", "-o", str(out), "--quiet"]) == 0
+    assert "(bias)" in "".join(CCDData.read(out).header["HISTORY"])
+
+
+def test_no_calibrate_with_a_bias_is_refused(tmp_path, raw_files, capsys):
+    frames = sorted(map(str, raw_files.glob("r*.fits")))
+    code = cli.main(["stack", *frames, "--bias", str(raw_files / "bias.fits"), "--no-calibrate",
+                     "-o", str(tmp_path / "x.fits"), "--quiet"])
+    assert code == 2
+    assert "calibrate=False with bias=" in capsys.readouterr().err
+    assert not (tmp_path / "x.fits").exists()

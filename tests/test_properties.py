@@ -653,11 +653,6 @@ def test_registration_returns_a_table_or_a_documented_error(stack, reference, tr
             assert np.isfinite([pair.dx, pair.dy, pair.dx_err, pair.dy_err]).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "registration/templates.py fill(): np.median of an empty selection when a leave-one-out "
-    "template has no coverage (frames smaller than the template margin): RuntimeWarnings "
-    "'Mean of empty slice' and 'invalid value encountered in scalar divide' reach the user "
-    "before the right ValueError"))
 def test_registration_of_tiny_frames_refuses_without_numpy_warnings():
     cube = np.random.default_rng(0).normal(100.0, 30.0, (3, 4, 5))
     with warnings.catch_warnings():

@@ -77,6 +77,8 @@ def _fit(frame, problem, template_noise_in_weights, max_iter):
     mask flags) and fit again, at most three times; a `Fit`."""
     cover, tvar_map = problem.coverage()
     overlap = frame.good & cover
+    if overlap.sum() < 16:
+        raise ValueError(_NO_OVERLAP)
     signal = _signal(frame.data[overlap], frame.var[overlap], problem.free)
     if signal < MIN_SIGNAL:  # nothing to fit: `check_common_signal` refuses it at once
         k = problem.free
@@ -85,8 +87,7 @@ def _fit(frame, problem, template_noise_in_weights, max_iter):
     a, b = 1.0, 0.0
     for _ in range(3):
         if use.sum() < 16:
-            raise ValueError("frames do not overlap: fewer than 16 common pixels at the "
-                             "estimated shift")
+            raise ValueError(_NO_OVERLAP)
         a, b, normal = _gauss_newton(frame, problem, use, tvar_map, a, b,
                                      template_noise_in_weights, max_iter)
         resid = frame.data[use] - a * problem.model(use)[0] - b
@@ -302,6 +303,7 @@ def check_common_signal(fit, name):
             f"{_ADVICE}")
 
 
+_NO_OVERLAP = "frames do not overlap: fewer than 16 common pixels at the estimated shift"
 _ADVICE = ("Try: leave the frame out; give the geometry (a table of shifts, or 'wcs' when the "
            "frames have one); for raw frames, calibration frames (bias=, dark=, flat=; "
            "--bias/--dark/--flat)")

@@ -57,7 +57,7 @@ def fill(data, good):
         return data
     num = ndimage.gaussian_filter(np.where(good, data, 0.0), 2.0)
     den = ndimage.gaussian_filter(good.astype(float), 2.0)
-    fallback = np.median(data[good])
+    fallback = np.median(data[good]) if good.any() else 0.0  # no coverage: nothing to fill from
     with np.errstate(invalid="ignore", divide="ignore"):
         filled = np.where(den > 1e-3, num / den, fallback)
     return np.where(good, data, filled)
