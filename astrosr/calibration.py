@@ -38,7 +38,7 @@ __all__ = ["calibrate", "calibrated_stack", "is_raw", "RAW_UNITS"]
 
 #: Significance (noise sigma) of a defect pixel's excess over its 3x3 median.
 DEFECT_SIGMA = 5.0
-#: A hot pixel's brightest 4-neighbour rises above the background by less than
+#: A hot pixel's second brightest 4-neighbour rises above the background by less than
 #: this fraction of the pixel's own excess (a star's neighbours carry >= 10%
 #: even when it is undersampled, FWHM 1 pixel) ...
 NEIGHBOUR_FRACTION = 0.05
@@ -141,7 +141,8 @@ def calibrated_stack(frames, *, bias=None, dark=None, flat=None, when="auto", hd
         raise ValueError(f"calibrate must be 'auto', True or False, got {when!r}")
     masters = [m for m in (bias, dark, flat) if m is not None]
     if masters and when is False:
-        raise ValueError("calibrate=False with bias=, dark= or flat=: drop them, or calibrate")
+        raise ValueError("calibrate=False (--no-calibrate) with calibration frames (bias=, dark=, "
+                         "flat=; --bias/--dark/--flat): give one or the other")
     stack = FrameStack.parse(frames, hdu=hdu)
     raw = [i for i, c in enumerate(stack.ccds) if is_raw(c)]
     if when is False or (when == "auto" and not masters and not raw):
@@ -225,8 +226,7 @@ def _frame_defects(data, good):
     median = ndimage.median_filter(filled, size=3, mode="mirror")
     excess = filled - median
     level = ndimage.uniform_filter(median, 7, mode="mirror")  # the level around a pixel
-    rise = ndimage.maximum_filter(filled, footprint=[[0, 1, 0], [1, 0, 1], [0, 1, 0]],
-                                  mode="mirror") - level
+    rise = _second_brightest_neighbour(filled) - level
     hot = (excess > DEFECT_SIGMA * sigma) & (rise < NEIGHBOUR_FRACTION * (filled - level)
                                              + 3 * sigma)
     dead = excess < -DEFECT_SIGMA * sigma
@@ -234,6 +234,15 @@ def _frame_defects(data, good):
     spread = np.median(offsets)
     bad_columns = np.abs(offsets - spread) > max(COLUMN_SIGMA * sigma, 8 * _mad(offsets))
     return hot & good, dead & good, bad_columns
+
+
+def _second_brightest_neighbour(image):
+    """The second brightest of each pixel's four neighbours: a pair of hot pixels side by side
+    (each the other's brightest neighbour) is still two sharp pixels; a star is not."""
+    padded = np.pad(image, 1, mode="reflect")
+    neighbours = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                           padded[1:-1, 2:]])
+    return np.partition(neighbours, 2, axis=0)[2]
 
 
 def _clean(ccd, fixed, bias_removed):

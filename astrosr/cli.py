@@ -568,7 +568,8 @@ _EXIT_HELP = """exit status:
   3  the output exists (pass --overwrite)
   4  an optional dependency is missing
   5  the result does not reproduce its input within the noise (reduced
-     chi-square above the bound): nothing written; --allow-misfit writes it"""
+     chi-square above the bound): nothing written; --allow-misfit writes it
+  143  terminated by SIGTERM: nothing written"""
 
 
 def _parser():

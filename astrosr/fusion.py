@@ -47,9 +47,12 @@ of the frames on the fine grid, so a cosmic ray in one frame cannot hide.
 """
 
 import time
+import warnings
 
 import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
 
+from .calibration import is_raw
 from .geometry import OutputGrid, Placement, carries_wcs, fitted_wcs, frame_transforms
 from .misfit import record_fit
 from .nddata import add_history, shift_wcs
@@ -77,6 +80,16 @@ _REJECTION_PSF = GaussianPSF(0.5)
 _MISFIT_HINT = ("the PSF (psf=) or the shifts are probably wrong (or the frames' rotation, "
                 "scale or WCS), the frames' uncertainty too small, or saturated pixels are not "
                 "masked")
+
+
+def _warn_if_raw(stack):
+    """Fusion takes frames as given: raw ones keep their bias, banding and defects."""
+    raw = [i for i, ccd in enumerate(stack.ccds) if is_raw(ccd)]
+    if raw:
+        warnings.warn(f"frames {raw} look raw (whole-number ADU, no uncertainty): fuse uses them "
+                      "as given, bias, banding and defects included; calibrate them first "
+                      "(astrosr.calibration.calibrate) or use astrosr.MultiFrameSR, which does",
+                      AstropyUserWarning, stacklevel=3)
 
 
 def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, psf=None,
@@ -185,6 +198,7 @@ def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, p
     opts = _options(method, given)
     opts["progress"] = bool(progress)
     stack = FrameStack.parse(frames, hdu=hdu)
+    _warn_if_raw(stack)
     placement, scale, note = _placement(stack, geometry, scale, method, output_wcs, shape_out,
                                         reference)
     reject = len(stack) >= 3 if opts["reject"] == "auto" else opts["reject"]

@@ -218,8 +218,9 @@ def _dithered_mad_std(values):
     """
     from astropy.stats import mad_std
 
-    if values.size == 0 or np.median(np.abs(values - np.round(values))) > 0.05:
-        return mad_std(values)
+    spread = mad_std(values) if values.size else 0.0
+    if not spread or np.median(np.abs(values - np.round(values))) > 0.05:
+        return spread  # no noise (a constant frame) is no noise, dithered or not
     rng = np.random.default_rng(0)
     dither = rng.uniform(-0.5, 0.5, values.size) - rng.uniform(-0.5, 0.5, values.size)
     return float(np.sqrt(max(mad_std(values + dither) ** 2 - 1.0 / 6.0, 0.0)))
@@ -390,8 +391,6 @@ def write_fits(ccd, path, *, overwrite=False):
     FileNotFoundError
         If the folder of ``path`` does not exist.
     """
-    from astropy.io import fits
-
     from .files import replacing
 
     path = Path(path)

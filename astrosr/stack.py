@@ -9,7 +9,7 @@ input once for all its steps.
 """
 
 import numpy as np
-from astropy.nddata import CCDData, NDData
+from astropy.nddata import NDData
 from astropy.wcs import WCS
 
 from .nddata import as_frames, frame_arrays, white_noise_variance

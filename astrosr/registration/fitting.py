@@ -305,8 +305,9 @@ def check_common_signal(fit, name):
 
 _NO_OVERLAP = "frames do not overlap: fewer than 16 common pixels at the estimated shift"
 _ADVICE = ("Try: leave the frame out; give the geometry (a table of shifts, or 'wcs' when the "
-           "frames have one); for raw frames, calibration frames (bias=, dark=, flat=; "
-           "--bias/--dark/--flat)")
+           "frames have one); for raw frames, calibrate them with their calibration frames "
+           "first (astrosr.calibration.calibrate(frames, bias=, dark=, flat=); on the command "
+           "line, astrosr stack or pipeline --bias/--dark/--flat)")
 
 
 def scaled_errors(fit, estimated_noise):
