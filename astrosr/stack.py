@@ -66,6 +66,7 @@ class FrameStack:
             if not g.any():
                 raise ValueError(f"frames[{i}] has no usable pixel (all masked, NaN or inf): "
                                  "drop it from frames and shifts")
+        _check_not_constant(self.data, self.good)
         self.var_given = np.array([a[1] is not None for a in arrays])
         self.var = np.array([v if v is not None else np.where(g, _estimated_variance(d, g), np.inf)
                              for d, v, g in arrays])
@@ -153,6 +154,17 @@ def _split_wcs(frames):
         items.append(f)
         wcs.append(w)
     return items, (wcs if any(w is not None for w in wcs) else None)
+
+
+def _check_not_constant(data, good):
+    """Refuse a constant frame (a dead read-out, all zeros) among frames that show the sky: it
+    holds no image, and with no noise of its own it would outweigh all the others."""
+    constant = [i for i, (d, g) in enumerate(zip(data, good)) if np.ptp(d[g]) == 0]
+    if constant and len(constant) < len(data):
+        i = constant[0]
+        value = data[i][good[i]][0]
+        raise ValueError(f"frames[{i}] is constant (every usable pixel is {value:g}): it holds "
+                         "no image of the sky; drop it from frames and shifts")
 
 
 def _estimated_variance(data, good):

@@ -38,6 +38,11 @@ Columns, per stack:
     (seen in the reference frame, on the fine grid) where the difference
     exceeds 3 sigma.
 
+No star of this sky passes the full well (80000 e-), so the ``saturation``
+stack has no saturated pixel: it measures the camera's read-out alone. A
+saturating star would dominate the clean stack's bound with information the
+camera cannot deliver; saturation is tested in ``tests/test_calibration.py``.
+
 Refusals: three frames of pure Poisson noise (raw uint16), and a stack
 whose frame 2 shows another sky; the time ``register_stack`` takes to
 refuse, and the start of its message.

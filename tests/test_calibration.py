@@ -244,3 +244,9 @@ def test_pipeline_calibrates_raw_frames_and_says_so(raw):
     assert "raw frames calibrated" in history
     with pytest.raises(ValueError, match="calibrate must be"):
         astrosr.MultiFrameSR(calibrate="sometimes")
+
+
+def test_an_all_zero_frame_among_real_ones_is_refused(raw, calibrated):
+    frames = list(calibrated) + [CCDData(np.zeros(calibrated[0].shape), unit="adu")]
+    with pytest.raises(ValueError, match=r"frames\[4\] is constant \(every usable pixel is 0\)"):
+        astrosr.fuse(frames, np.zeros((5, 2)), scale=1)
