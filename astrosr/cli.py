@@ -359,7 +359,7 @@ def _enhance(args):
     psf = _psf_arg(args.psf)
     psf = None if psf == "estimate" else psf  # enhance fits the image's stars by default
     psf_options = _psf_options(args, psf)
-    (ccd,) = as_frames([args.image], hdu=args.hdu)
+    (ccd,) = as_frames([_one_image(args.image, "enhance")], hdu=args.hdu)
     _check_memory([ccd], scale=_model_scale(args.model), method="enhance",
                   ensemble=args.ensemble, tile=args.tile, overlap=DEFAULT_OVERLAP)
     consistency = None if args.consistency == "none" else args.consistency
@@ -371,6 +371,13 @@ def _enhance(args):
         result = enhance(ccd, progress=not args.quiet, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}){_chi2_text(result.meta)}")
+
+
+def _one_image(path, what):
+    """``path``, refused when it is a folder (frames may be folders; these take one image)."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder: {what} takes one FITS image")
+    return path
 
 
 def _quiet_tensorflow():
@@ -410,8 +417,8 @@ def _evaluate(args):
     from . import metrics
     from .nddata import as_frames
 
-    (image,) = as_frames([args.image], hdu=args.hdu)
-    (truth,) = as_frames([args.truth], hdu=args.truth_hdu)
+    (image,) = as_frames([_one_image(args.image, "evaluate")], hdu=args.hdu)
+    (truth,) = as_frames([_one_image(args.truth, "evaluate --truth")], hdu=args.truth_hdu)
     if image.shape != truth.shape:
         raise ValueError(f"image {image.shape} and truth {truth.shape} must be on the same grid")
     est, ref = np.nan_to_num(np.asarray(image.data, float)), np.asarray(truth.data, float)

@@ -577,3 +577,11 @@ def test_no_calibrate_with_a_bias_is_refused(tmp_path, raw_files, capsys):
     assert code == 2
     assert "--no-calibrate) with calibration frames" in capsys.readouterr().err
     assert not (tmp_path / "x.fits").exists()
+
+
+@pytest.mark.parametrize("command", ["enhance", "evaluate"])
+def test_a_folder_where_one_image_is_wanted_is_refused(tmp_path, command, capsys):
+    args = [command, str(tmp_path)] + (["--truth", str(tmp_path)] if command == "evaluate"
+                                       else ["-o", str(tmp_path / "x.fits")])
+    assert cli.main(args) == 2
+    assert "is a folder" in capsys.readouterr().err
