@@ -112,8 +112,9 @@ def calibrate(frames, *, bias=None, dark=None, flat=None, hdu=None):
                for name, value in (("bias", bias), ("dark", dark), ("flat", flat))
                if value is not None}
     ccds = [_apply_masters(c, masters) for c in ccds]
-    fixed = _fixed_defects([c.data for c in ccds], [_good(c) for c in ccds])
-    return [_clean(c, fixed, "bias" in masters) for c in ccds]
+    goods = [_good(c) for c in ccds]
+    fixed = _fixed_defects([c.data for c in ccds], goods)
+    return [_clean(c, g, fixed, "bias" in masters) for c, g in zip(ccds, goods)]
 
 
 def calibrated_stack(frames, *, bias=None, dark=None, flat=None, when="auto", hdu=None):
@@ -245,12 +246,11 @@ def _second_brightest_neighbour(image):
     return np.partition(neighbours, 2, axis=0)[2]
 
 
-def _clean(ccd, fixed, bias_removed):
+def _clean(ccd, good, fixed, bias_removed):
     """Mask a frame's defects, then remove its banding and background; record it."""
     data = np.asarray(ccd.data, dtype=float)
-    good = _good(ccd)
     saturated = saturated_pixels(data, ccd.meta, grow=1)  # as frame_arrays masks them
-    good &= ~fixed
+    good = good & ~fixed
     background = _background(data, good)
     residual = data - background
     sigma = np.sqrt(white_noise_variance(residual, good))
