@@ -357,6 +357,10 @@ def _drizzle(stack, placement, scale, reject, opts, snap):
     return mean, var, wht, {"rejected": rejected}
 
 
+#: Elements of the frames' fine images held at once by `_median_first`.
+_STRIP_PIXELS = 2 ** 24
+
+
 def _rejection_placement(placement, scale):
     """The placement on an integer fine grid, on which outliers are judged."""
     grid = int(np.ceil(scale))
@@ -375,16 +379,42 @@ def _outlier_free(stack, placement, op, noise, kappa):
 
 
 def _median_first(stack, placement):
-    """The median model: each frame alone on the fine grid (drop pixfrac 1, snapped shifts)."""
+    """The median model: each frame alone on the fine grid (drop pixfrac 1, snapped shifts).
+
+    For shifts on an integer grid it is built by strips of the output, so that
+    the frames' fine images are never all held at once (16 frames of 2048²
+    at scale 4 would need 8.6 GB).
+    """
     snapped = placement.snapped()
-    area = snapped.areas()
-    singles = np.full((len(stack),) + snapped.out_shape, np.nan)
-    for i in range(len(stack)):
-        one = _single(snapped, i)
-        mean, _, wht = one.drizzle(stack.data[i:i + 1] / area[i:i + 1],
-                                   stack.good[i:i + 1].astype(float), None, 1.0)
+    scale = snapped.grid.scale
+    if not (snapped.is_shift and float(scale).is_integer()):
+        return median_model(_singles(stack, snapped))
+    s, ny = int(scale), stack.shape[0]
+    image = np.zeros(snapped.out_shape)
+    covered = np.zeros(snapped.out_shape, dtype=bool)
+    step = max(1, _STRIP_PIXELS // (len(stack) * snapped.out_shape[1] * s))
+    for first in range(0, ny, step):
+        stop = min(first + step, ny)
+        rows, part = snapped.strip(first, stop)
+        sub = stack.data[:, rows], stack.good[:, rows]
+        image[s * first:s * stop], covered[s * first:s * stop] = median_model(
+            _singles(sub, part))
+    return image, covered
+
+
+def _singles(frames, placement):
+    """Each frame alone on the output grid ``(n, NY, NX)``, NaN where it is absent.
+
+    ``frames`` is a stack or a pair of cubes ``(data, good)``.
+    """
+    data, good = (frames.data, frames.good) if hasattr(frames, "data") else frames
+    area = placement.areas()
+    singles = np.full((len(data),) + placement.out_shape, np.nan, dtype=np.float32)
+    for i in range(len(data)):
+        mean, _, wht = _single(placement, i).drizzle(data[i:i + 1] / area[i:i + 1],
+                                                     good[i:i + 1].astype(float), None, 1.0)
         singles[i] = np.where(wht * area[i].mean() > 0.5, mean, np.nan)
-    return median_model(singles)
+    return singles
 
 
 def _single(placement, i):

@@ -472,6 +472,24 @@ class Placement:
                    for t in self.transforms]
         return Placement(snapped, self.shape, self.grid)
 
+    def strip(self, first, stop):
+        """The frame rows that land on reference rows ``first:stop``, and their placement there.
+
+        For pure shifts only: returns ``(rows, placement)``, ``rows`` a slice
+        of the frames' rows (those that can reach the strip, one pixel of
+        slack on each side) and ``placement`` their shifts onto an output
+        grid of the strip (``scale`` times reference rows ``first:stop``,
+        every column), so that work on the output can go strip by strip.
+        """
+        if not self.is_shift:
+            raise ValueError("strip() needs pure shifts onto the reference's grid")
+        dy = self.shifts[:, 1]
+        lo = max(int(np.floor(first + dy.min())) - 1, 0)
+        hi = min(int(np.ceil(stop + dy.max())) + 2, self.shape[0])
+        moved = [Similarity(t.dx, t.dy + first - lo, center=t.center) for t in self.transforms]
+        grid = OutputGrid((stop - first, self.shape[1]), self.grid.scale)
+        return slice(lo, max(hi, lo)), Placement(moved, (max(hi, lo) - lo, self.shape[1]), grid)
+
     def drizzle(self, data, weight, var, pixfrac):
         """Square-kernel drizzle: ``(mean, variance, weight)`` (`astrosr.resample`)."""
         from .resample import drizzle_pixmaps, drizzle_shifts

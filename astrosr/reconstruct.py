@@ -250,13 +250,16 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
         raise ValueError("no frame pixel is left to fit: all are masked, outside the output "
                          "grid, or rejected as outliers (frames that disagree everywhere: "
                          "check the geometry and the uncertainty, or pass reject=False)")
+    real = op.real_dtype
     b = noise.background[:, None, None]
     data = noise.above(stack.data)
     inv_gain = (1.0 / noise.gain)[:, None, None]
-    counts = op.embed_frames(np.where(good, np.clip(stack.data + b, 0.0, None), 0.0))
-    bg = op.embed_frames(np.broadcast_to(b + noise.pedestal[:, None, None], stack.data.shape))
-    weight = op.embed_frames(np.where(good, inv_gain, 0.0))
-    norm = op.adjoint(weight)
+    # The counts over the gain, and each frame's background (one number): the
+    # cubes held through the iterations are two, in the operator's precision.
+    weighted = op.embed_frames(np.where(good, np.clip(stack.data + b, 0.0, None) * inv_gain,
+                                        0.0)).astype(real, copy=False)
+    bg = (noise.background + noise.pedestal).astype(real)[:, None, None]
+    norm = op.adjoint(op.embed_frames(np.where(good, inv_gain, 0.0)))
     observed = _observed(op, good, norm)
     fit = _FitMeasure(op, data, stack.var, good, sources)
     if tol is None:
@@ -264,8 +267,10 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
     if start is None:
         level = max(float(np.sum(np.where(good, data, 0)) / fit.n_pix) / op.scale ** 2, 1e-3)
         start = np.where(observed, level, 0.0)
+    start = np.asarray(start, dtype=real)
     # Zero outside the observed pixels, so the update needs no masking.
-    inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0)
+    inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0).astype(real)
+    del norm
     x, previous, step, step_before = start, None, None, None
     best, stopped = (np.inf, None, None), "max_iter"
     bar = progress_bar(total=int(max_iter), desc="Richardson-Lucy", unit="iteration",
@@ -286,8 +291,10 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
                 break
         # A model below zero (the ringing of a band-limited shift of a kernel sampled below
         # Nyquist) counts as zero: with the background, the ratio stays bounded.
-        ratio = weight * counts / np.maximum(np.maximum(predicted, 0.0) + bg, 1e-12)
-        new = op.adjoint(ratio)
+        np.maximum(predicted, 0.0, out=predicted)
+        predicted += bg
+        np.maximum(predicted, 1e-12, out=predicted)
+        new = op.adjoint(np.divide(weighted, predicted, out=predicted))
         new *= y
         new *= inv_norm
         step_before, step = step, new - y
@@ -312,8 +319,8 @@ class _FitMeasure:
     """Reduced chi-square of the frames (and of their source pixels) against a model."""
 
     def __init__(self, op, data, var, good, sources):
-        self.op, self.data = op, data
-        self.inv_var = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0)
+        self.op, self.data = op, data.astype(op.real_dtype)
+        self.inv_var = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0).astype(op.real_dtype)
         self.n_pix = int(good.sum())
         self.sources = None if sources is None else sources & good
         self.n_src = 0 if self.sources is None else int(self.sources.sum())
@@ -322,8 +329,9 @@ class _FitMeasure:
     def chi2(self, predicted):
         """``(chi2_red, chi2_red of the source pixels or 0)`` of a predicted padded cube."""
         chi2_map = self.inv_var * (self.data - self.op.crop_frames(predicted)) ** 2
-        chi2 = float(np.sum(chi2_map)) / self.n_pix
-        return chi2, (float(np.sum(chi2_map[self.sources])) / self.n_src if self.n_src else 0.0)
+        chi2 = float(np.sum(chi2_map, dtype=float)) / self.n_pix
+        return chi2, (float(np.sum(chi2_map[self.sources], dtype=float)) / self.n_src
+                      if self.n_src else 0.0)
 
 
 def _structure(image, observed):
@@ -332,7 +340,7 @@ def _structure(image, observed):
     The median is taken on every 16th pixel: the same estimate, 16 times cheaper.
     """
     values = image[observed]
-    return float(np.sum(np.abs(values - np.median(values[::16]))))
+    return float(np.sum(np.abs(values - np.median(values[::16])), dtype=float))
 
 
 def start_image(op, fine, stack, good, noise):
