@@ -102,11 +102,17 @@ class ObservationOperator:
         return len(self.shifts)
 
     # ------------------------------------------------------------------ grids
-    def embed_frames(self, cube):
-        """Put a cube ``(n, ny, nx)`` of frame values into the padded coarse grid (zeros around)."""
-        out = np.zeros((len(cube),) + self.shape_padded)
+    def embed_frames(self, cube, dtype=float):
+        """Put frame values into the padded coarse grid (zeros around): cube ``(n, *shape_padded)``.
+
+        ``cube`` is an array ``(n, ny, nx)`` or any iterable of the ``n``
+        frames (a generator builds the result frame by frame, without a
+        temporary cube).
+        """
+        out = np.zeros((len(self),) + self.shape_padded, dtype=dtype)
         m = self.margin
-        out[:, m:m + self.shape[0], m:m + self.shape[1]] = cube
+        for i, frame in enumerate(cube):
+            out[i, m:m + self.shape[0], m:m + self.shape[1]] = frame
         return out
 
     def crop_frames(self, cube):
@@ -481,9 +487,15 @@ class PixmapOperator:
         return len(self._mats)
 
     # ------------------------------------------------------------------ grids
-    def embed_frames(self, cube):
-        """The frames themselves (they are not padded), as a float array."""
-        return np.array(cube, dtype=float)
+    def embed_frames(self, cube, dtype=float):
+        """The frames themselves (they are not padded), as an array of ``dtype``.
+
+        ``cube`` is an array ``(n, ny, nx)`` or any iterable of the ``n`` frames.
+        """
+        out = np.empty((len(self),) + self.shape, dtype=dtype)
+        for i, frame in enumerate(cube):
+            out[i] = frame
+        return out
 
     def crop_frames(self, cube):
         """The frames themselves (they are not padded), as a float array."""

@@ -358,7 +358,7 @@ def _drizzle(stack, placement, scale, reject, opts, snap):
 
 
 #: Elements of the frames' fine images held at once by `_median_first`.
-_STRIP_PIXELS = 2 ** 24
+_STRIP_PIXELS = 2 ** 22
 
 
 def _rejection_placement(placement, scale):

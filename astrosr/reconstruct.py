@@ -251,21 +251,20 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
                          "grid, or rejected as outliers (frames that disagree everywhere: "
                          "check the geometry and the uncertainty, or pass reject=False)")
     real = op.real_dtype
-    b = noise.background[:, None, None]
-    data = noise.above(stack.data)
-    inv_gain = (1.0 / noise.gain)[:, None, None]
-    # The counts over the gain, and each frame's background (one number): the
-    # cubes held through the iterations are two, in the operator's precision.
-    weighted = op.embed_frames(np.where(good, np.clip(stack.data + b, 0.0, None) * inv_gain,
-                                        0.0)).astype(real, copy=False)
-    bg = (noise.background + noise.pedestal).astype(real)[:, None, None]
-    norm = op.adjoint(op.embed_frames(np.where(good, inv_gain, 0.0)))
+    inv_gain = 1.0 / noise.gain
+    # Held through the iterations: the frames above their pedestals and their
+    # inverse variances (`_FitMeasure`) and the predicted frames, in the
+    # operator's precision; the counts are formed frame by frame from them.
+    offset = noise.background + noise.pedestal
+    norm = op.adjoint(op.embed_frames((np.where(g, w, 0.0) for g, w in zip(good, inv_gain)),
+                                      real))
     observed = _observed(op, good, norm)
-    fit = _FitMeasure(op, data, stack.var, good, sources)
+    fit = _FitMeasure(op, noise, stack, good, sources)
     if tol is None:
         tol = 3.0 * np.sqrt(2.0 / fit.n_pix) if stop == "discrepancy" else CONVERGED_TOL
     if start is None:
-        level = max(float(np.sum(np.where(good, data, 0)) / fit.n_pix) / op.scale ** 2, 1e-3)
+        level = max(float(np.sum(fit.data[good], dtype=float)) / fit.n_pix / op.scale ** 2,
+                    1e-3)
         start = np.where(observed, level, 0.0)
     start = np.asarray(start, dtype=real)
     # Zero outside the observed pixels, so the update needs no masking.
@@ -289,12 +288,7 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
             elif it - best[2] >= _STALL_ITER:
                 stopped = "stalled"
                 break
-        # A model below zero (the ringing of a band-limited shift of a kernel sampled below
-        # Nyquist) counts as zero: with the background, the ratio stays bounded.
-        np.maximum(predicted, 0.0, out=predicted)
-        predicted += bg
-        np.maximum(predicted, 1e-12, out=predicted)
-        new = op.adjoint(np.divide(weighted, predicted, out=predicted))
+        new = op.adjoint(fit.count_ratio(predicted, good, offset, inv_gain))
         new *= y
         new *= inv_norm
         step_before, step = step, new - y
@@ -316,11 +310,20 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
 
 
 class _FitMeasure:
-    """Reduced chi-square of the frames (and of their source pixels) against a model."""
+    """Reduced chi-square of the frames (and of their source pixels) against a model.
 
-    def __init__(self, op, data, var, good, sources):
-        self.op, self.data = op, data.astype(op.real_dtype)
-        self.inv_var = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0).astype(op.real_dtype)
+    Holds the frames above their pedestals and their inverse variances (zero
+    on bad pixels) in the operator's precision, built frame by frame.
+    """
+
+    def __init__(self, op, noise, stack, good, sources):
+        self.op = op
+        real = op.real_dtype
+        self.data = np.empty(stack.data.shape, dtype=real)
+        self.inv_var = np.empty(stack.data.shape, dtype=real)
+        for i, (d, v, g) in enumerate(zip(stack.data, stack.var, good)):
+            self.data[i] = d - noise.pedestal[i]
+            self.inv_var[i] = np.where(g, 1.0 / np.where(g, v, 1.0), 0.0)
         self.n_pix = int(good.sum())
         self.sources = None if sources is None else sources & good
         self.n_src = 0 if self.sources is None else int(self.sources.sum())
@@ -328,10 +331,34 @@ class _FitMeasure:
 
     def chi2(self, predicted):
         """``(chi2_red, chi2_red of the source pixels or 0)`` of a predicted padded cube."""
-        chi2_map = self.inv_var * (self.data - self.op.crop_frames(predicted)) ** 2
-        chi2 = float(np.sum(chi2_map, dtype=float)) / self.n_pix
-        return chi2, (float(np.sum(chi2_map[self.sources], dtype=float)) / self.n_src
-                      if self.n_src else 0.0)
+        inner = self.op.crop_frames(predicted)
+        total = on_sources = 0.0
+        for i in range(len(self.data)):
+            chi2_map = self.inv_var[i] * (self.data[i] - inner[i]) ** 2
+            total += float(np.sum(chi2_map, dtype=float))
+            if self.n_src:
+                on_sources += float(np.sum(chi2_map[self.sources[i]], dtype=float))
+        return total / self.n_pix, (on_sources / self.n_src if self.n_src else 0.0)
+
+    def count_ratio(self, predicted, good, offset, inv_gain):
+        """In place: each frame's counts over its predicted counts, over its gain; 0 off ``good``.
+
+        The counts are the data plus ``offset`` (background and pedestal), and
+        so is the model. A model below zero (the ringing of a band-limited
+        shift of a kernel sampled below Nyquist) counts as zero: with the
+        background, the ratio stays bounded.
+        """
+        inner = self.op.crop_frames(predicted)
+        for i, (g, b, w) in enumerate(zip(good, offset, inv_gain)):
+            model = np.maximum(inner[i], 0.0)
+            model += b
+            np.maximum(model, 1e-12, out=model)
+            ratio = np.clip(self.data[i] + b, 0.0, None)
+            ratio *= w
+            ratio /= model
+            predicted[i] = 0.0
+            inner[i] = np.where(g, ratio, 0.0)
+        return predicted
 
 
 def _structure(image, observed):
