@@ -8,15 +8,15 @@ when first looked up (PEP 562).
 
 __version__ = "0.1.0"
 
-from . import geometry, metrics, psf, simulate  # noqa: E402  (light modules)
+from . import geometry, metrics, parallel, psf, simulate  # noqa: E402  (light modules)
 from .fusion import fuse  # noqa: E402
 from .inference import enhance  # noqa: E402  (imports Keras only when called)
 from .pipeline import MultiFrameSR  # noqa: E402  (imports Keras only when run with a model)
 from .registration import register, register_stack  # noqa: E402
 from .stack import FrameStack  # noqa: E402
 
-__all__ = ["__version__", "geometry", "metrics", "psf", "simulate", "FrameStack", "register",
-           "register_stack", "fuse", "enhance", "MultiFrameSR", "SRGAN", "SRModel"]
+__all__ = ["__version__", "geometry", "metrics", "parallel", "psf", "simulate", "FrameStack",
+           "register", "register_stack", "fuse", "enhance", "MultiFrameSR", "SRGAN", "SRModel"]
 
 #: Names served lazily from subpackages that import heavy dependencies.
 _LAZY = {"SRGAN": "models", "SRModel": "models"}

@@ -5,7 +5,9 @@ Deep Field, with a figure), ``register`` (shifts of a stack of FITS frames),
 ``stack`` (register and fuse), ``enhance`` (one image, x4, by a network held
 to the data), ``pipeline`` (register, fuse, refine), ``train`` (train a
 network; needs the ``gan`` extra), ``evaluate`` (metrics against a truth
-image) and ``info`` (versions and shipped models).
+image), ``batch`` (the pipeline on many stacks in parallel, on
+dask.distributed; needs the ``dask`` extra) and ``info`` (versions and
+shipped models).
 
 Everything is checked before the heavy work starts: the output path, the
 options (``--scale``, ``--psf``...), the frames, and the memory the run needs
@@ -22,6 +24,10 @@ Exit status:
 - 5 the result does not reproduce its input within the noise (its reduced
   chi-square ``CHI2RED`` is above the bound ``CHI2MAX``, ``CHI2OK`` false):
   nothing is written unless ``--allow-misfit``, which writes it and exits 0;
+  ``batch``: no stack failed but one or more results misfit (those are not
+  written);
+- 6 ``batch``: one or more stacks failed (each is reported on its own line;
+  the others are written);
 - 143 terminated by SIGTERM; no output is left.
 
 Errors are one line on stderr, and no output file is left behind by a failed
@@ -42,10 +48,12 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from .misfit import MisfitWarning, fit_passed
 
-__all__ = ["main", "EXIT_MISFIT"]
+__all__ = ["main", "EXIT_MISFIT", "EXIT_STACK_FAILED"]
 
 #: Exit status of a result that does not fit its input (see the module notes).
 EXIT_MISFIT = 5
+#: Exit status of ``astrosr batch`` when one or more of its stacks failed.
+EXIT_STACK_FAILED = 6
 
 #: What ``--psf`` accepts, for the messages.
 PSF_FORMS = ("estimate, gaussian:SIGMA, moffat:FWHM[,BETA] (SIGMA, FWHM in input pixels) "
@@ -391,24 +399,67 @@ def _pipeline(args):
     from .stack import FrameStack
 
     out = _check_output(args.output, args.overwrite)
-    psf = _psf_arg(args.psf)
+    options = _pipeline_options(args)
     frames = FrameStack(args.frames, hdu=args.hdu)  # one frame: MultiFrameSR warns
-    refine = None if args.refine == "none" else args.refine
+    refine = options["refine"]
     _check_memory(frames, n_frames=len(frames), scale=args.scale, method="pipeline",
                   ensemble=args.ensemble, tile=args.tile, refine=refine is not None)
     if refine is not None:
         _quiet_tensorflow()
     with _misfits_caught(args) as caught:
         geometry = _geometry(args, frames) if _given_geometry(args) else None
-        sr = MultiFrameSR(scale=args.scale, fusion=args.fusion, refine=refine, psf=psf,
-                          reference=args.reference, ensemble=args.ensemble, tile=args.tile,
-                          progress=not args.quiet, psf_options=_psf_options(args, psf),
-                          bias=args.bias, dark=args.dark, flat=args.flat,
-                          calibrate=args.calibrate, **_output_grid(args))
+        sr = MultiFrameSR(progress=not args.quiet, **options)
         result = sr.run(frames, geometry)
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items())
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
                     f"{result.shape[0]}){_chi2_text(result.meta)}; {timings}")
+
+
+def _pipeline_options(args):
+    """The options of `astrosr.MultiFrameSR` from those of ``pipeline`` and ``batch``."""
+    psf = _psf_arg(args.psf)
+    return dict(scale=args.scale, fusion=args.fusion,
+                refine=None if args.refine == "none" else args.refine, psf=psf,
+                reference=args.reference, ensemble=args.ensemble, tile=args.tile,
+                psf_options=_psf_options(args, psf), bias=args.bias, dark=args.dark,
+                flat=args.flat, calibrate=args.calibrate, **_output_grid(args))
+
+
+def _batch(args):
+    from .parallel import process_stacks, stack_names
+
+    for stack in args.stacks:  # all checked before a cluster starts
+        if not Path(stack).is_dir() and not args.scheduler:  # remote workers may see others
+            raise FileNotFoundError(f"{stack} is not a folder: each STACK is a folder of the "
+                                    "FITS frames of one stack")
+    for name in stack_names(args.stacks, files=True):
+        out = Path(args.output_dir) / f"{name}.fits"
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    options = _pipeline_options(args)  # the workers read the frames: --hdu goes with them
+    say = _say(args)
+    where = args.scheduler or "a local cluster"
+    n = len(args.stacks)
+    say(f"[astrosr] {n} stack{'s' * (n > 1)} on {where}, results in {args.output_dir}")
+    records = process_stacks(list(args.stacks), client=args.scheduler, workers=args.workers,
+                             output_dir=args.output_dir, overwrite=args.overwrite,
+                             progress=not args.quiet, allow_misfit=args.allow_misfit,
+                             hdu=args.hdu, **options)
+    for record in records:
+        for text in record.warnings:
+            if not text.startswith("MisfitWarning") or record.ok:
+                _warn(args, f"{record.name}: {text.split(': ', 1)[-1]}")
+        if record.ok:
+            say(record.summary())
+        else:
+            print(record.summary(), file=sys.stderr if args.quiet else sys.stdout)
+    failed = [r for r in records if not r.ok and r.error_type != "MisfitWarning"]
+    misfits = [r for r in records if not r.ok and r.error_type == "MisfitWarning"]
+    written = len(records) - len(failed) - len(misfits)
+    say(f"[astrosr] {written} of {len(records)} stacks written to {args.output_dir}")
+    if failed:
+        return EXIT_STACK_FAILED
+    return EXIT_MISFIT if misfits else 0
 
 
 def _evaluate(args):
@@ -576,6 +627,7 @@ _EXIT_HELP = """exit status:
   4  an optional dependency is missing
   5  the result does not reproduce its input within the noise (reduced
      chi-square above the bound): nothing written; --allow-misfit writes it
+  6  batch: one or more stacks failed (the others are written)
   143  terminated by SIGTERM: nothing written"""
 
 
@@ -603,6 +655,7 @@ def _parser():
     _stack_parser(sub)
     _enhance_parser(sub)
     _pipeline_parser(sub)
+    _batch_parser(sub)
     _train_parser(sub)
     _evaluate_parser(sub)
     _command(sub, "info", "versions of astrosr and its dependencies, shipped models",
@@ -634,27 +687,43 @@ def _demo_parser(sub):
 def _common_output(p):
     p.add_argument("-o", "--output", required=True,
                    help="output FITS (primary: data; UNCERT, MASK and WHT extensions)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--allow-misfit", action="store_true",
-                   help="write the result even when it does not reproduce the input within "
-                        f"the noise (otherwise: nothing written, exit {EXIT_MISFIT})")
-    p.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
-    p.add_argument("--quiet", action="store_true", help="no progress messages or bars")
+    _write_options(p, "replace an existing output file")
     p.epilog += ("\n\nexit status 5: the result does not reproduce the input within its noise "
                  "(reduced\n  chi-square above the bound): nothing is written unless "
                  "--allow-misfit")
 
 
+def _write_options(p, overwrite_help):
+    """--overwrite, --allow-misfit, --hdu and --quiet (every command that writes images)."""
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    p.add_argument("--allow-misfit", action="store_true",
+                   help="write the result even when it does not reproduce the input within "
+                        f"the noise (otherwise: nothing written, exit {EXIT_MISFIT})")
+    p.add_argument("--hdu", default=None, help="HDU to read (default: the first image HDU)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages or bars")
+
+
 def _common_stack(p):
     p.add_argument("frames", nargs="+", help="FITS frames, or a quoted glob such as 'f*.fits'")
-    p.add_argument("--scale", type=_positive_int, default=4,
-                   help="output pixels per input pixel, an integer >= 1 (default 4)")
-    p.add_argument("--reference", type=int, default=0, help="index of the reference frame")
+    _scale_options(p)
     p.add_argument("--geometry", metavar="TABLE|wcs",
                    help="known geometry instead of registering: a table (dx, dy, and optionally "
                         "rotation in deg and scale; e.g. from astrosr register), or 'wcs' to "
                         "align the frames by their WCS (distortion included)")
     p.add_argument("--shifts", help="a table of known shifts (the older name of --geometry)")
+    _frames_options(p)
+    _common_output(p)
+
+
+def _scale_options(p):
+    """--scale and --reference (stack, pipeline, batch)."""
+    p.add_argument("--scale", type=_positive_int, default=4,
+                   help="output pixels per input pixel, an integer >= 1 (default 4)")
+    p.add_argument("--reference", type=int, default=0, help="index of the reference frame")
+
+
+def _frames_options(p):
+    """--output-wcs, --psf and its estimate's options, calibration (stack, pipeline, batch)."""
     p.add_argument("--output-wcs", metavar="FILE",
                    help="FITS header or image whose celestial WCS and NAXIS1/2 define the output "
                         "grid (default: the reference frame's grid, --scale times finer)")
@@ -663,7 +732,6 @@ def _common_stack(p):
                         "moffat:FWHM[,BETA] in input pixels, or a PSF FITS file (fine grid)")
     _psf_estimate_options(p)
     _calibration_options(p)
-    _common_output(p)
 
 
 def _calibration_options(p):
@@ -751,14 +819,50 @@ def _pipeline_parser(sub):
                   "astrosr pipeline 'raw/frame_*.fits' -o sr.fits\n"
                   "  astrosr pipeline f*.fits --psf gaussian:1.2 --refine none -o fused.fits")
     _common_stack(pl)
-    _fusion_option(pl, "--fusion")
-    pl.add_argument("--refine", default="refine-x1",
-                    help="scale-1 refinement model, or 'none' (default refine-x1)")
-    pl.add_argument("--tile", type=_tile_int, default=256,
-                    help="refinement tile side, output pixels (default 256; smaller uses less "
-                         "memory)")
-    _ensemble_option(pl, 1)
+    _refine_options(pl)
     pl.set_defaults(func=_pipeline)
+
+
+def _refine_options(p):
+    """--fusion, --refine, --tile and --ensemble of MultiFrameSR (pipeline, batch)."""
+    _fusion_option(p, "--fusion")
+    p.add_argument("--refine", default="refine-x1",
+                   help="scale-1 refinement model, or 'none' (default refine-x1)")
+    p.add_argument("--tile", type=_tile_int, default=256,
+                   help="refinement tile side, output pixels (default 256; smaller uses less "
+                        "memory)")
+    _ensemble_option(p, 1)
+
+
+def _batch_parser(sub):
+    ba = _command(sub, "batch", "run the pipeline on many stacks in parallel "
+                  "(dask.distributed; needs astrosr-gan[dask])",
+                  "astrosr batch night1/m31 night1/m33 night2/ngc253 --output-dir sr\n"
+                  "  astrosr batch stacks/* --output-dir sr --workers 4 --refine none\n"
+                  "  astrosr batch stacks/* --output-dir sr --scheduler tcp://login1:8786")
+    ba.add_argument("stacks", nargs="+", metavar="STACK",
+                    help="a folder of the FITS frames of one stack (the output is "
+                         "DIR/<folder name>.fits); with --scheduler, as the workers see it")
+    ba.add_argument("--output-dir", required=True, metavar="DIR",
+                    help="folder of the results, one FITS per stack (created if missing; on "
+                         "a cluster, a path the workers see)")
+    where = ba.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="worker processes of a cluster started on this machine (default: "
+                            "one per stack, at most one per core and per 2 GiB of memory)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the dask cluster of this scheduler (e.g. "
+                            "tcp://login1:8786) instead of on this machine")
+    _scale_options(ba)
+    _frames_options(ba)
+    _refine_options(ba)
+    _write_options(ba, "replace existing result files")
+    ba.epilog += (f"\n\nexit status {EXIT_STACK_FAILED}: one or more stacks failed (each is "
+                  "reported; the others are\n  written); "
+                  f"{EXIT_MISFIT}: none failed, but one or more results do not reproduce\n"
+                  "  their frames within the noise (not written unless --allow-misfit); "
+                  "3: a result\n  file exists (pass --overwrite; checked before any work)")
+    ba.set_defaults(func=_batch)
 
 
 def _evaluate_parser(sub):

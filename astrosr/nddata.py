@@ -17,7 +17,7 @@ from astropy.wcs import WCS
 from .reading import as_frames, read_image
 
 __all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance",
-           "write_fits", "read_fits", "rescale_wcs", "shift_wcs", "add_history",
+           "write_fits", "read_fits", "fits_header", "rescale_wcs", "shift_wcs", "add_history",
            "saturated_pixels"]
 
 
@@ -383,6 +383,8 @@ def write_fits(ccd, path, *, overwrite=False):
     for most users), as a file made by ``open`` does. ``BUNIT`` is always
     written (an empty string for a dimensionless image, which astropy leaves
     out), so the file reopens with ``CCDData.read(path)`` without ``unit=``.
+    The primary header is `fits_header`'s: a ``CHECKSUM`` or ``DATASUM``
+    left in the meta by an input is dropped (none is written).
 
     Raises
     ------
@@ -390,16 +392,78 @@ def write_fits(ccd, path, *, overwrite=False):
         If ``path`` exists and ``overwrite`` is False.
     FileNotFoundError
         If the folder of ``path`` does not exist.
+
+    See Also
+    --------
+    astrosr.blocks.BlockWriter : The same file for an image larger than memory, block by block.
     """
     from .files import replacing
 
     path = Path(path)
-    hdul = ccd.to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
-    _set_bunit(hdul[0].header, ccd.unit)
-    _set_commentary(hdul[0].header, ccd.meta)
+    hdul = _without_commentary(ccd).to_hdu(hdu_mask="MASK", hdu_uncertainty="UNCERT")
+    _finish_header(hdul[0].header, ccd)
     with replacing(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True)
     return path
+
+
+def fits_header(ccd):
+    """The primary FITS header that `write_fits` writes for ``ccd``.
+
+    The header `~astropy.nddata.CCDData.to_hdu` makes (the meta's cards,
+    the WCS, ``BITPIX`` and ``NAXISn`` of the data's type and shape), with
+    what `write_fits` sets: ``BUNIT`` always (``''`` for a dimensionless
+    image), the HISTORY and COMMENT entries of a dict meta one card each
+    (broken at word boundaries), and no ``CHECKSUM`` or ``DATASUM`` carried
+    over from an input (they described other data). ``EXTEND`` is not in it:
+    writing adds ``EXTEND = T`` after the ``NAXISn`` cards when extensions
+    follow. Only the shape and type of ``ccd.data`` are used, so a
+    zero-stride array (`numpy.broadcast_to`) of the output's shape gives the
+    header of an image larger than memory (`astrosr.blocks.BlockWriter`
+    does so).
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.CCDData`
+        The image: its meta, WCS, unit, and the shape and type of its data.
+
+    Returns
+    -------
+    `~astropy.io.fits.Header`
+    """
+    from astropy.nddata import CCDData
+
+    hdul = CCDData.to_hdu(_without_commentary(ccd), hdu_mask=None, hdu_uncertainty=None)
+    return _finish_header(hdul[0].header, ccd)
+
+
+def _without_commentary(ccd):
+    """``ccd``, or a shallow copy without the HISTORY and COMMENT lists of a dict meta.
+
+    ``CCDData.to_hdu`` fails on a list that fits one card (``Illegal value:
+    ['a', 'b']``); `_set_commentary` writes those entries instead.
+    """
+    from astropy.io import fits
+
+    meta = ccd.meta
+    if isinstance(meta, fits.Header):
+        return ccd
+    lists = {k for k, v in meta.items()
+             if str(k).upper() in ("HISTORY", "COMMENT") and isinstance(v, (list, tuple))}
+    if not lists:
+        return ccd
+    shallow = copy.copy(ccd)  # shares the arrays: nothing is copied but the meta
+    shallow.meta = {k: v for k, v in meta.items() if k not in lists}
+    return shallow
+
+
+def _finish_header(header, ccd):
+    """What `write_fits` sets on the primary header that ``to_hdu`` made."""
+    _set_bunit(header, ccd.unit)
+    _set_commentary(header, ccd.meta)
+    for key in ("CHECKSUM", "DATASUM"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+    return header
 
 
 def _set_bunit(header, unit):
