@@ -70,6 +70,11 @@ DEFAULT_OVERLAP = 32
 #: Default number of self-ensemble members: the fewest that estimate the
 #: network's spread (each member is one network pass).
 DEFAULT_ENSEMBLE = 2
+#: With ``output=``, the fine-grid pixels of one strip of the consistency fit
+#: (its memory: a few arrays of this many float32 values).
+STRIP_PIXELS = 2 ** 24
+#: Input rows of one band of the output without a fit.
+_BAND_ROWS = 256
 #: What to check when the output, observed again, does not reproduce the input.
 _MISFIT_HINT = ("the PSF (psf=, --psf) or the noise (the image's uncertainty) is probably wrong, "
                 "or saturated pixels are not masked")
@@ -77,7 +82,7 @@ _MISFIT_HINT = ("the PSF (psf=, --psf) or the noise (the image's uncertainty) is
 
 def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
             consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
-            max_iter=None, progress=False, psf_options=None):
+            max_iter=None, progress=False, psf_options=None, output=None, overwrite=False):
     """Super-resolve one image with a network, held to the data.
 
     Parameters
@@ -119,6 +124,15 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     progress : bool
         Show progress bars (with ETA; `astrosr.progress.progress_bar`) over
         the network's tiles and the consistency iterations.
+    output : str or path-like, optional
+        Write the result to this FITS file (primary: data; ``MASK`` and
+        ``UNCERT`` extensions) band by band, for outputs larger than memory:
+        the network's output and the images of the consistency fit are kept
+        in temporary files in the same folder, the fit's operator applied
+        strip by strip (`astrosr.strips`), so memory stays at a few strips
+        whatever the size. The result is the same as without ``output``.
+    overwrite : bool
+        Replace an existing ``output``.
 
     Returns
     -------
@@ -126,7 +140,8 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         The image ``scale`` times finer: same unit, WCS of the finer grid,
         `~astropy.nddata.VarianceUncertainty`, mask (fine pixels of masked
         input pixels), HISTORY (model name and weights sha256, consistency,
-        PSF source), ``CHI2RED`` for ``"observation"``.
+        PSF source), ``CHI2RED`` for ``"observation"``. With ``output``, read
+        back from the file, data and uncertainty memory-mapped.
     """
     from .models import get_model
 
@@ -135,6 +150,7 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     if stop not in STOP_RULES:
         raise ValueError(f"stop must be one of {tuple(STOP_RULES)}, got {stop!r}")
     max_iter = STOP_RULES[stop] if max_iter is None else int(max_iter)
+    folder = None if output is None else _output_folder(output, overwrite)
     model = get_model(model)
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
@@ -144,15 +160,16 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     data, var, good = frame.data[0], frame.var[0], frame.good[0]
     _, level, _ = sigma_clipped_stats(data[good])
     filled = fill_masked(data - level, good)
-    mean, spread = run_network(model, filled, int(tile), int(overlap), members, progress=progress)
-    fine = mean + level / scale ** 2
+    mean, spread = _network_stores(model, filled, level, int(tile), int(overlap), members,
+                                   progress, folder)
     notes = [f"astrosr.enhance: model={model.name} sha256={weights_hash(model)[:16]} "
              f"tile={tile} overlap={overlap} ensemble={members}-fold"]
     keys = {}
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale, psf_options or {})
-        fine, cond_var, chi2, info = _observation_consistency(fine, frame, level, scale, psf,
-                                                              stop, max_iter, progress)
+        bands, info = _observation_consistency(mean, frame, level, scale, psf, stop, max_iter,
+                                               progress, folder)
+        chi2 = info["chi2"]
         notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
                      f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
                      f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
@@ -161,15 +178,16 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         if info["chi2_sources"] is not None:
             keys["CHI2SRC"] = (round(info["chi2_sources"], 4), "same, on source pixels only")
     else:
-        if consistency == "pixel":
-            fine = _pixel_consistency(fine, data, good, scale)
-        per_fine = np.where(good, var, np.inf) / scale ** 4
-        cond_var = np.repeat(np.repeat(per_fine, scale, 0), scale, 1)
+        bands = _local_bands(mean, data, var, good, scale, consistency)
         notes.append(f"astrosr.enhance: consistency={consistency}")
     notes.append("astrosr.enhance: uncertainty = input noise on the fine grid + "
                  "self-ensemble variance")
     wcs = OutputGrid(data.shape, scale, reference_wcs=frame.wcs[0]).fits_wcs()
-    return _result(ccd, fine, cond_var + spread, good, scale, notes, keys, wcs)
+    meta = _result_meta(ccd, scale, notes, keys)
+    with_spread = ((lo, hi, fine, var + spread.read(lo, hi)) for lo, hi, fine, var in bands)
+    if output is None:
+        return _result(ccd, with_spread, good, scale, meta, wcs)
+    return _write_result(output, overwrite, ccd, with_spread, good, scale, meta, wcs)
 
 
 # --------------------------------------------------------------------------- input
@@ -224,44 +242,67 @@ def run_network(model, image, tile, overlap, ensemble, softening=None, progress=
 
     ``progress``: one progress bar over the tiles of all the members.
     """
+    s = model.scale
+    softening = network_softening(image) if softening is None else softening
+    mean = np.empty((s * image.shape[0], s * image.shape[1]))
+    spread = np.empty_like(mean)
+    for (y0, y1), (m, v) in network_bands(model, image, tile, overlap, ensemble, softening,
+                                          progress):
+        mean[s * y0:s * y1], spread[s * y0:s * y1] = m, v
+    return mean, spread
+
+
+def network_softening(image):
+    """The softening of the network's intensity transform: one value for the whole image.
+
+    Every tile and every block of a large image must use the same, or their
+    outputs would not join.
+    """
     from .models.transform import noise_sigma
+
+    return noise_sigma(image)
+
+
+def network_bands(model, image, tile, overlap, ensemble, softening, progress=False):
+    """The network's output band by band of ``tile`` input rows: yields ``((y0, y1), (mean, var))``.
+
+    Each tile is taken with ``overlap`` input pixels of context on each side
+    (wider than the network's receptive radius, so that the tiled output
+    equals the whole-image output) and run through every self-ensemble
+    member (flips and rotations of the tile); the mean and the sample
+    variance (ddof 1; zero for one member) of its centre are kept. Memory:
+    one band of the output.
+    """
     from .progress import progress_bar
 
-    if softening is None:
-        softening = noise_sigma(image)  # one value for the whole image, so tiles agree
     n = ensemble_size(ensemble)
-    tiles = -(-image.shape[0] // tile) * -(-image.shape[1] // tile)  # the same for a rotation
-    outs = []
+    s, (ny, nx) = model.scale, image.shape
+    tiles = -(-ny // tile) * -(-nx // tile)
     with progress_bar(total=n * tiles, desc="network", unit="tile", enabled=progress) as bar:
-        for k in _MEMBER_ORDER[:n]:
-            flip, rot = divmod(k, 4)
-            t = np.rot90(image[:, ::-1] if flip else image, rot)
-            y = _tiled(model, np.ascontiguousarray(t), tile, overlap, softening, bar=bar)
-            y = np.rot90(y, -rot)
-            outs.append(y[:, ::-1] if flip else y)
-    outs = np.array(outs, dtype=np.float64)
-    return outs.mean(axis=0), (outs.var(axis=0, ddof=1) if n > 1 else np.zeros(outs.shape[1:]))
+        for y0 in range(0, ny, tile):
+            y1 = min(y0 + tile, ny)
+            mean = np.empty((s * (y1 - y0), s * nx))
+            spread = np.zeros_like(mean)
+            for x0 in range(0, nx, tile):
+                x1 = min(x0 + tile, nx)
+                ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
+                patch = image[ya:min(ny, y1 + overlap), xa:min(nx, x1 + overlap)]
+                core = (slice(s * (y0 - ya), s * (y1 - ya)), slice(s * (x0 - xa), s * (x1 - xa)))
+                outs = np.array([_member(model, patch, k, softening)[core]
+                                 for k in _MEMBER_ORDER[:n]], dtype=np.float64)
+                mean[:, s * x0:s * x1] = outs.mean(axis=0)
+                if n > 1:
+                    spread[:, s * x0:s * x1] = outs.var(axis=0, ddof=1)
+                bar.update(n)
+            yield (y0, y1), (mean, spread)
 
 
-def _tiled(model, image, tile, overlap, softening, bar=None):
-    """The network tile by tile; each tile keeps only its centre, so seams vanish.
-
-    ``bar``: a `astrosr.progress.progress_bar` advanced by one per tile.
-    """
-    s = model.scale
-    ny, nx = image.shape
-    out = np.empty((s * ny, s * nx), dtype=np.float32)
-    for y0 in range(0, ny, tile):
-        for x0 in range(0, nx, tile):
-            y1, x1 = min(y0 + tile, ny), min(x0 + tile, nx)
-            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-            yb, xb = min(ny, y1 + overlap), min(nx, x1 + overlap)
-            pred = model.predict_array(image[ya:yb, xa:xb], softening=softening)
-            out[s * y0:s * y1, s * x0:s * x1] = pred[s * (y0 - ya):s * (y1 - ya),
-                                                     s * (x0 - xa):s * (x1 - xa)]
-            if bar is not None:
-                bar.update(1)
-    return out
+def _member(model, patch, k, softening):
+    """The network on self-ensemble member ``k`` of ``patch`` (flip, rot = divmod(k, 4)), undone."""
+    flip, rot = divmod(k, 4)
+    t = np.rot90(patch[:, ::-1] if flip else patch, rot)
+    y = np.rot90(model.predict_array(np.ascontiguousarray(t), softening=softening), -rot)
+    return y[:, ::-1] if flip else y
 
 
 def weights_hash(model):
@@ -291,23 +332,62 @@ def _choose_psf(psf, ccd, model, scale, options):
         return GaussianPSF(sigma), "model card's training PSF (no usable stars)"
 
 
-def _observation_consistency(fine, stack, level, scale, psf, stop, max_iter, progress):
-    """Richardson-Lucy from the network's output until the data are reproduced."""
+def _observation_consistency(fine, stack, level, scale, psf, stop, max_iter, progress,
+                             folder=None):
+    """Richardson-Lucy from the network's output until the data are reproduced.
+
+    ``fine`` is the network's output (a `~astrosr.strips.FineStore`). With a
+    ``folder`` the fine grid's images are kept there and the operator applied
+    strip by strip (`astrosr.strips`): the iterations, and so the result,
+    are the same. Returns the output as bands ``(lo, hi, image, variance)``
+    of fine rows (a generator; the variance is the inverse Fisher diagonal)
+    and the fit's information.
+    """
     from .forward import ObservationOperator
     from .reconstruct import PoissonNoise, richardson_lucy, start_image
+    from .strips import Strips
 
     data, var, good = stack.data[0], stack.var[0], stack.good[0]
     op = ObservationOperator(data.shape, [[0.0, 0.0]], scale=scale, psf=psf, single=True)
+    rows = None if folder is None else max(1, STRIP_PIXELS // (scale ** 2 * op.shape_padded[1]))
+    strips = Strips(op, rows=rows, folder=folder)
     noise = PoissonNoise(stack)
-    start = start_image(op, fine, stack, good[None], noise)
+    start = start_image(op, fine, stack, good[None], noise, strips)
+    fine.close()
     sources = _sources(data - level, var, good)[None]
     image, info = richardson_lucy(op, stack, good[None], noise, start, None, max_iter, stop=stop,
-                                   sources=sources, progress=progress)
-    fisher = op.crop_image(op.adjoint(op.embed_frames(np.where(good, 1.0 / var, 0.0)[None]),
-                                      squared=True))
-    with np.errstate(divide="ignore"):
-        cond_var = np.where(fisher > 0, 1.0 / fisher, np.inf)
-    return op.crop_image(image) + noise.mean_pedestal() / scale ** 2, cond_var, info["chi2"], info
+                                  sources=sources, progress=progress, strips=strips)
+    image = image if not isinstance(image, np.ndarray) else strips.store(image)
+    inv_var = op.embed_frames(np.where(good, 1.0 / var, 0.0)[None], op.real_dtype)
+    return _fitted_bands(strips, image, inv_var, noise.mean_pedestal() / scale ** 2), info
+
+
+def _fitted_bands(strips, image, inv_var, pedestal):
+    """The fitted image and its variance (inverse Fisher diagonal), band by band of the field."""
+    op = strips.op
+    o, (fy, fx) = op.margin * op.scale, (op.scale * n for n in op.shape)
+    for first, stop in strips.bounds:
+        lo, hi = strips.fine_rows(first, stop)
+        a, b = max(lo, o), min(hi, o + fy)
+        if b <= a:
+            continue
+        fisher = strips.adjoint(inv_var, first, stop, squared=True)[a - lo:b - lo, o:o + fx]
+        with np.errstate(divide="ignore"):
+            cond_var = np.where(fisher > 0, 1.0 / fisher, np.inf)
+        yield a - o, b - o, image.read(a, b)[:, o:o + fx] + pedestal, cond_var
+
+
+def _local_bands(fine, data, var, good, scale, consistency):
+    """Bands ``(lo, hi, image, variance)`` of the output without a fit (``"pixel"`` or None)."""
+    for first in range(0, data.shape[0], _BAND_ROWS):
+        stop = min(first + _BAND_ROWS, data.shape[0])
+        lo, hi = scale * first, scale * stop
+        image = fine.read(lo, hi).astype(float)
+        part = data[first:stop], good[first:stop]
+        if consistency == "pixel":
+            image = pixel_consistency(image, part[0], part[1], scale)
+        per_fine = np.where(part[1], var[first:stop], np.inf) / scale ** 4
+        yield lo, hi, image, np.repeat(np.repeat(per_fine, scale, 0), scale, 1)
 
 
 def _sources(above_sky, var, good, nsigma=5.0):
@@ -324,8 +404,8 @@ def _sources(above_sky, var, good, nsigma=5.0):
     return ndimage.binary_dilation(good & (box > nsigma * sigma)) & good
 
 
-def _pixel_consistency(fine, data, good, scale):
-    """Shift each footprint by a constant so it sums exactly to its input pixel."""
+def pixel_consistency(fine, data, good, scale):
+    """Shift each ``scale x scale`` footprint by a constant so it sums exactly to its input pixel."""
     ny, nx = data.shape
     sums = fine.reshape(ny, scale, nx, scale).sum(axis=(1, 3))
     correction = np.where(good, (data - sums) / scale ** 2, 0.0)
@@ -335,16 +415,75 @@ def _pixel_consistency(fine, data, good, scale):
 # --------------------------------------------------------------------------- output
 
 
-def _result(ccd, fine, var, good, scale, notes, keys, wcs=None):
-    if is_surface_brightness(ccd.unit):
-        fine, var = fine * scale ** 2, var * scale ** 4
-    mask = np.repeat(np.repeat(~good, scale, 0), scale, 1) | ~np.isfinite(var)
+def _result_meta(ccd, scale, notes, keys):
     meta = output_header(ccd.meta)
     meta["SRSCALE"] = (scale, "output pixels per input pixel")
     meta.update(keys)
     for note in notes:
         add_history(meta, note)
-    return CCDData(np.where(mask, 0.0, fine).astype(np.float32), unit=ccd.unit,
-                   uncertainty=VarianceUncertainty(np.where(mask, 0.0, var).astype(np.float32)),
-                   mask=mask, wcs=wcs,
+    return meta
+
+
+def _band_output(unit, image, var, good, scale):
+    """One band of the output: ``(data, variance, mask)`` in float32, masked pixels 0."""
+    if is_surface_brightness(unit):
+        image, var = image * scale ** 2, var * scale ** 4
+    mask = np.repeat(np.repeat(~good, scale, 0), scale, 1) | ~np.isfinite(var)
+    return (np.where(mask, 0.0, image).astype(np.float32),
+            np.where(mask, 0.0, var).astype(np.float32), mask)
+
+
+def _result(ccd, bands, good, scale, meta, wcs):
+    shape = tuple(scale * n for n in good.shape)
+    data, var = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    mask = np.empty(shape, bool)
+    for lo, hi, image, band_var in bands:
+        rows = good[lo // scale:hi // scale]
+        data[lo:hi], var[lo:hi], mask[lo:hi] = _band_output(ccd.unit, image, band_var, rows, scale)
+    return CCDData(data, unit=ccd.unit, uncertainty=VarianceUncertainty(var), mask=mask, wcs=wcs,
                    meta=meta)
+
+
+def _write_result(path, overwrite, ccd, bands, good, scale, meta, wcs):
+    """The output written to ``path`` band by band (`astrosr.blocks.BlockWriter`), then opened.
+
+    The returned CCDData's data and uncertainty are memory-mapped from the file.
+    """
+    from .blocks import BlockWriter
+
+    shape = tuple(scale * n for n in good.shape)
+    with BlockWriter(path, shape=shape, unit=ccd.unit, header=meta, wcs=wcs, uncertainty="var",
+                     mask=True, overwrite=overwrite) as out:
+        for lo, hi, image, band_var in bands:
+            rows = good[lo // scale:hi // scale]
+            data, var, mask = _band_output(ccd.unit, image, band_var, rows, scale)
+            out.write(np.s_[lo:hi, :], data, uncertainty=var, mask=mask)
+    return CCDData.read(path, hdu_uncertainty="UNCERT", hdu_mask="MASK", memmap=True)
+
+
+def _output_folder(path, overwrite):
+    """The folder of ``output``, checked before any work: where the fine grid's images go."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {path} exists: pass overwrite=True to replace it")
+    if not path.parent.resolve().is_dir():
+        raise FileNotFoundError(f"the folder of output {path} does not exist")
+    return path.parent.resolve()
+
+
+def _network_stores(model, filled, level, tile, overlap, members, progress, folder):
+    """The network's output (``+ level``) and its self-ensemble variance, as fine-grid stores."""
+    from .strips import FineStore
+
+    s = model.scale
+    shape = (s * filled.shape[0], s * filled.shape[1])
+    # In float32 in memory too (the network's own precision), so that both give the same result.
+    mean = FineStore(shape, np.float32, folder=folder)
+    spread = FineStore(shape, np.float32, folder=folder)
+    for (y0, y1), (m, v) in network_bands(model, filled, tile, overlap, members,
+                                          network_softening(filled), progress):
+        mean.write(s * y0, m + level / s ** 2)
+        spread.write(s * y0, v)
+    return mean, spread

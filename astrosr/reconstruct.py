@@ -22,6 +22,7 @@ from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
 from .progress import progress_bar
+from .strips import FineStore, Strips
 
 __all__ = ["PoissonNoise", "richardson_lucy", "start_image", "clean_mask", "median_model",
            "reject_against", "CONVERGED_TOL"]
@@ -46,6 +47,8 @@ _FLAT_COUNTS = 100.0
 _FLAT_CHANGE = 1e-3
 # The discrepancy rule gives up when the chi-square has not fallen for this many iterations.
 _STALL_ITER = 30
+# Rows of an image read at once for its statistics.
+_STAT_ROWS = 1024
 
 
 # --------------------------------------------------------------------------- outliers
@@ -97,7 +100,8 @@ def clean_mask(stack, op, noise, kappa, first):
     good = stack.good & ~first
     # Only pixels whose footprint the model fully covers are judged: at the
     # frames' edges the sky beyond the field is barely constrained.
-    judged = op.crop_frames(op.forward(_observed(op, stack.good).astype(float))) > 0.999
+    observed = _inverse_coverage(Strips(op), stack.good).array() > 0
+    judged = op.crop_frames(op.forward(observed.astype(op.real_dtype))) > 0.999
     image = None
     for _ in range(_REJECT_ROUNDS):
         image, _info = richardson_lucy(op, stack, good, noise, image, -np.inf, _PROVISIONAL_ITER)
@@ -221,7 +225,7 @@ def _variance_line(data, var):
 
 
 def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepancy",
-                     sources=None, progress=False):
+                     sources=None, progress=False, strips=None):
     """Multi-frame Richardson-Lucy with Biggs-Andrews acceleration.
 
     The image is the light above each frame's pedestal (`PoissonNoise`).
@@ -241,6 +245,12 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
     constrain, never a sky pedestal). The returned ``chi2`` is that of the
     returned image.
 
+    ``strips`` (`astrosr.strips.Strips`) applies the operator strip by strip
+    with the images of the fine grid in `~astrosr.strips.FineStore` objects
+    (on disk if it says so); ``start`` may then be a store, and the result is
+    one unless the strips keep their images in memory. Default: one strip,
+    in memory.
+
     Raises
     ------
     ValueError
@@ -250,34 +260,30 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
         raise ValueError("no frame pixel is left to fit: all are masked, outside the output "
                          "grid, or rejected as outliers (frames that disagree everywhere: "
                          "check the geometry and the uncertainty, or pass reject=False)")
-    real = op.real_dtype
+    strips = Strips(op) if strips is None else strips
     inv_gain = 1.0 / noise.gain
     # Held through the iterations: the frames above their pedestals and their
     # inverse variances (`_FitMeasure`) and the predicted frames, in the
     # operator's precision; the counts are formed frame by frame from them.
     offset = noise.background + noise.pedestal
-    norm = op.adjoint(op.embed_frames((np.where(g, w, 0.0) for g, w in zip(good, inv_gain)),
-                                      real))
-    observed = _observed(op, good, norm)
+    inv_norm = _inverse_coverage(strips, (np.where(g, w, 0.0) for g, w in zip(good, inv_gain)))
     fit = _FitMeasure(op, noise, stack, good, sources)
     if tol is None:
         tol = 3.0 * np.sqrt(2.0 / fit.n_pix) if stop == "discrepancy" else CONVERGED_TOL
     if start is None:
         level = max(float(np.sum(fit.data[good], dtype=float)) / fit.n_pix / op.scale ** 2,
                     1e-3)
-        start = np.where(observed, level, 0.0)
-    start = np.asarray(start, dtype=real)
-    # Zero outside the observed pixels, so the update needs no masking.
-    inv_norm = np.where(observed, 1.0 / np.where(observed, norm, 1.0), 0.0).astype(real)
-    del norm
-    x, previous, step, step_before = start, None, None, None
-    best, stopped = (np.inf, None, None), "max_iter"
+        start = strips.store(np.where(inv_norm.array() > 0, level, 0.0).astype(op.real_dtype))
+    elif not isinstance(start, FineStore):
+        start = strips.store(np.asarray(start, dtype=op.real_dtype))
+    iterates = _Iterates(strips, start, inv_norm, structure=stop == "converged")
+    best, stopped, x = (np.inf, None, None), "max_iter", start
     bar = progress_bar(total=int(max_iter), desc="Richardson-Lucy", unit="iteration",
                        enabled=progress)
     for it in range(1, int(max_iter) + 1):
         bar.update()
-        y = _extrapolate(x, previous, step, step_before)
-        predicted = op.forward(y)
+        y = iterates.extrapolated()
+        predicted = strips.forward(y)
         chi2, chi2_src = fit.chi2(predicted)
         if stop == "discrepancy":
             if chi2 <= 1.0 + tol and chi2_src <= 1.0 + fit.tol_src:
@@ -288,25 +294,114 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
             elif it - best[2] >= _STALL_ITER:
                 stopped = "stalled"
                 break
-        new = op.adjoint(fit.count_ratio(predicted, good, offset, inv_gain))
-        new *= y
-        new *= inv_norm
-        step_before, step = step, new - y
-        previous, x = x, new
-        if stop == "converged":
-            # In float64: the floor 1e-300 is 0 in the single precision of the step.
-            change = float(np.sum(np.abs(step))) / max(_structure(y, observed), 1e-300)
-            if change < tol:
-                stopped = "converged"
-                break
+        x = iterates.update(y, fit.count_ratio(predicted, good, offset, inv_gain))
+        # In float64: the floor 1e-300 is 0 in the single precision of the step.
+        if stop == "converged" and iterates.change < tol:
+            stopped = "converged"
+            break
     bar.close()
     if stop == "discrepancy" and stopped != "discrepancy":
         x = best[1] if best[1] is not None else x  # the iterate that fitted best
     if stopped != "discrepancy":
-        chi2, chi2_src = fit.chi2(op.forward(x))
+        chi2, chi2_src = fit.chi2(strips.forward(x))
     info = {"chi2": chi2, "iterations": it, "stopped": stopped, "noise": noise.source,
             "chi2_sources": chi2_src if fit.n_src else None}
-    return x, info
+    return (x.array() if x.in_memory else x), info
+
+
+class _Iterates:
+    """The Biggs-Andrews iterates of Richardson-Lucy, strip by strip (`astrosr.strips`).
+
+    Holds the iterate, the one before and the last two steps as
+    `~astrosr.strips.FineStore` images; `extrapolated` gives the point at
+    which the next RL step is taken, `update` takes it from the frames'
+    count ratios. Sums over the image (the step sizes' dot products, the
+    change and the image's structure for the convergence rule) add up over
+    the strips, so they are those of the whole image.
+    """
+
+    def __init__(self, strips, start, inv_norm, structure):
+        self.strips, self.inv_norm, self.track = strips, inv_norm, structure
+        self.x, self.previous, self.step, self.step_before = start, None, None, None
+        self.cross = self.step_norm = self.before_norm = 0.0
+        self.change = np.inf
+        self._median = 0.0
+
+    def extrapolated(self):
+        """Biggs & Andrews (1997) vector extrapolation of the iterates, kept >= 0."""
+        if self.previous is None or self.step_before is None:
+            y = self.x
+        else:
+            alpha = min(max(self.cross / max(self.before_norm, 1e-300), 0.0), 0.98)
+            y = self.strips.store()
+            for first, stop in self._fine_bounds():
+                x = self.x.read(first, stop)
+                out = x - self.previous.read(first, stop)
+                out *= alpha
+                out += x
+                y.write(first, np.maximum(out, 0.0, out=out))
+        if self.track:
+            self._median = self._sample_median(y)
+        return y
+
+    def update(self, y, ratio):
+        """The next iterate from ``y`` and the frames' count ratios (a padded coarse cube)."""
+        new, step = self.strips.store(), self.strips.store()
+        cross = step_norm = change = structure = 0.0
+        for (first, stop), (lo, hi) in zip(self.strips.bounds, self._fine_bounds()):
+            back = self.strips.adjoint(ratio, first, stop)
+            at = y.read(lo, hi)
+            back *= at
+            back *= self.inv_norm.read(lo, hi)
+            diff = back - at
+            flat = diff.ravel()
+            step_norm += float(np.dot(flat, flat))
+            if self.step is not None:
+                cross += float(np.dot(flat, self.step.read(lo, hi).ravel()))
+            if self.track:
+                change += float(np.sum(np.abs(diff), dtype=float))
+                values = at[self.inv_norm.read(lo, hi) > 0]
+                structure += float(np.sum(np.abs(values - self._median), dtype=float))
+            new.write(lo, back)
+            step.write(lo, diff)
+        self.previous, self.x = self.x, new
+        self.step_before, self.step = self.step, step
+        self.before_norm, self.step_norm, self.cross = self.step_norm, step_norm, cross
+        self.change = change / max(structure, 1e-300)
+        return new
+
+    def _fine_bounds(self):
+        return [self.strips.fine_rows(first, stop) for first, stop in self.strips.bounds]
+
+    def _sample_median(self, y):
+        """The median of every 16th observed pixel, in the order of the whole image's pixels."""
+        samples, seen = [], 0
+        for lo, hi in self._fine_bounds():
+            values = y.read(lo, hi)[self.inv_norm.read(lo, hi) > 0]
+            samples.append(values[(-seen) % 16::16])
+            seen += values.size
+        return float(np.median(np.concatenate(samples)))
+
+
+def _inverse_coverage(strips, weights):
+    """``1 / A^T w`` on the fine pixels the frames constrain well enough to be solved for, else 0.
+
+    ``weights`` are the frames' weights (an iterable of ``(ny, nx)``); RL is
+    unstable where the data barely constrain the sky (`_MIN_COVERAGE`).
+    """
+    op = strips.op
+    cube = op.embed_frames(weights, op.real_dtype)
+    norm, peak = strips.store(), 0.0
+    for first, stop in strips.bounds:
+        rows = strips.adjoint(cube, first, stop)
+        peak = max(peak, float(rows.max()))
+        norm.write(strips.fine_rows(first, stop)[0], rows)
+    for first, stop in strips.bounds:
+        lo, hi = strips.fine_rows(first, stop)
+        rows = norm.read(lo, hi)
+        observed = rows > _MIN_COVERAGE * peak
+        norm.write(lo, np.where(observed, 1.0 / np.where(observed, rows, 1.0), 0.0))
+    return norm
 
 
 class _FitMeasure:
@@ -361,16 +456,7 @@ class _FitMeasure:
         return predicted
 
 
-def _structure(image, observed):
-    """The image's flux above its own median over the observed pixels (what the data constrain).
-
-    The median is taken on every 16th pixel: the same estimate, 16 times cheaper.
-    """
-    values = image[observed]
-    return float(np.sum(np.abs(values - np.median(values[::16])), dtype=float))
-
-
-def start_image(op, fine, stack, good, noise):
+def start_image(op, fine, stack, good, noise, strips=None):
     """A positive first iterate on the padded grid from an image of the field.
 
     The iterations work on the light above the frames' pedestals
@@ -380,39 +466,35 @@ def start_image(op, fine, stack, good, noise):
     margin starts at the image's mean level. Raising negative noise adds
     light, so the start is scaled to give, observed, the frames' total flux
     above their pedestals (which the iterations then keep).
+
+    ``fine`` is an array of the unpadded field or, with ``strips``
+    (`astrosr.strips.Strips`), a `~astrosr.strips.FineStore` of it; the
+    start is then built strip by strip, in a store.
     """
-    fine = fine - noise.mean_pedestal() / op.scale ** 2
-    floor = 1e-3 * max(float(np.mean(np.abs(fine))), 1e-12)
-    inside = op.embed_image(np.ones(fine.shape)) > 0
-    start = np.where(inside, op.embed_image(np.clip(fine, floor, None)),
-                     max(float(np.mean(fine)), floor))
-    predicted = op.crop_frames(op.forward(start))
-    return start * np.sum(noise.above(stack.data)[good]) / max(float(np.sum(predicted[good])),
-                                                               1e-300)
-
-
-def _observed(op, good, norm=None):
-    """Fine pixels the frames constrain well enough to be solved for."""
-    if norm is None:
-        norm = op.adjoint(op.embed_frames(good.astype(float)))
-    return norm > _MIN_COVERAGE * norm.max()
-
-
-def _extrapolate(x, previous, step, step_before):
-    """Biggs & Andrews (1997) vector extrapolation of the RL iterates, kept >= 0.
-
-    Dot products by BLAS and one temporary array: 4x faster than the
-    element-wise expressions (an iteration on one 512x512 frame at scale 4:
-    18% faster).
-    """
-    if previous is None or step_before is None:
-        return x
-    before = step_before.ravel()
-    alpha = float(np.dot(step.ravel(), before)) / max(float(np.dot(before, before)), 1e-300)
-    alpha = min(max(alpha, 0.0), 0.98)
-    y = x - previous
-    y *= alpha
-    y += x
-    return np.maximum(y, 0.0, out=y)
-
-
+    strips = Strips(op) if strips is None else strips
+    fine = fine if isinstance(fine, FineStore) else FineStore(fine.shape, float, array=fine)
+    pedestal = noise.mean_pedestal() / op.scale ** 2
+    total = total_abs = 0.0
+    for first in range(0, fine.shape[0], _STAT_ROWS):
+        rows = fine.read(first, min(first + _STAT_ROWS, fine.shape[0])) - pedestal
+        total, total_abs = total + float(np.sum(rows)), total_abs + float(np.sum(np.abs(rows)))
+    size = float(np.prod(fine.shape))
+    floor = 1e-3 * max(total_abs / size, 1e-12)
+    margin = max(total / size, floor)
+    start = strips.store()
+    o = op.margin * op.scale
+    for first, stop in strips.bounds:
+        lo, hi = strips.fine_rows(first, stop)
+        rows = np.full((hi - lo, op.fine_shape[1]), margin, dtype=op.real_dtype)
+        a, b = max(lo, o), min(hi, o + fine.shape[0])
+        if b > a:
+            rows[a - lo:b - lo, o:o + fine.shape[1]] = np.clip(fine.read(a - o, b - o) - pedestal,
+                                                                floor, None)
+        start.write(lo, rows)
+    predicted = op.crop_frames(strips.forward(start))
+    factor = float(np.sum(noise.above(stack.data)[good])) / max(float(np.sum(predicted[good])),
+                                                                1e-300)
+    for first, stop in strips.bounds:
+        lo, hi = strips.fine_rows(first, stop)
+        start.write(lo, start.read(lo, hi) * factor)
+    return start.array() if start.in_memory else start

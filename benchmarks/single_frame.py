@@ -138,10 +138,10 @@ def pixel_oracle(truth, frame):
     What ``consistency="pixel"`` would give a network that output the truth
     itself: the ceiling of that mode on this frame.
     """
-    from astrosr.inference import _pixel_consistency
+    from astrosr.inference import pixel_consistency
 
     data = np.asarray(frame.data, dtype=float)
-    return _pixel_consistency(np.asarray(truth, dtype=float), data, np.ones(data.shape, bool),
+    return pixel_consistency(np.asarray(truth, dtype=float), data, np.ones(data.shape, bool),
                               SCALE)
 
 
