@@ -54,6 +54,9 @@ __all__ = ["main", "EXIT_MISFIT", "EXIT_STACK_FAILED"]
 EXIT_MISFIT = 5
 #: Exit status of ``astrosr batch`` when one or more of its stacks failed.
 EXIT_STACK_FAILED = 6
+#: `astrosr enhance` writes an output of more fine pixels than this band by band, as it is
+#: made (`astrosr.enhance` with ``output=``): its memory stays bounded whatever the size.
+STREAM_PIXELS = 2 ** 26
 
 #: What ``--psf`` accepts, for the messages.
 PSF_FORMS = ("estimate, gaussian:SIGMA, moffat:FWHM[,BETA] (SIGMA, FWHM in input pixels) "
@@ -203,8 +206,12 @@ _MISFIT_HINTS = {
 }
 
 
-def _deliver(args, result, out, caught, summary):
-    """Write ``result`` unless it misfits its input (then exit 5, or write with --allow-misfit)."""
+def _deliver(args, result, out, caught, summary, written=None):
+    """Write ``result`` unless it misfits its input (then exit 5, or write with --allow-misfit).
+
+    ``written``: the file ``result`` was already written to, named ``out`` here
+    (or removed, when it misfits).
+    """
     from .nddata import write_fits
 
     if not fit_passed(result.meta):
@@ -212,12 +219,20 @@ def _deliver(args, result, out, caught, summary):
         if not args.allow_misfit:
             print(f"astrosr {args.command}: error: {text}; pass --allow-misfit to write it "
                   "anyway", file=sys.stderr)
+            if written is not None:
+                written.unlink()
             return EXIT_MISFIT
         _warn(args, f"{text}; written anyway (--allow-misfit)")
     else:
         for text in dict.fromkeys(caught):  # an intermediate step's, once each
             _warn(args, text)
-    write_fits(result, out, overwrite=args.overwrite)
+    if written is None:
+        write_fits(result, out, overwrite=args.overwrite)
+    elif args.overwrite:
+        os.replace(written, out)
+    else:  # never over a file that appeared meanwhile
+        os.link(written, out)
+        written.unlink()
     _say(args)(summary)
     return 0
 
@@ -368,17 +383,24 @@ def _enhance(args):
     psf = None if psf == "estimate" else psf  # enhance fits the image's stars by default
     psf_options = _psf_options(args, psf)
     (ccd,) = as_frames([_one_image(args.image, "enhance")], hdu=args.hdu)
-    _check_memory([ccd], scale=_model_scale(args.model), method="enhance",
-                  ensemble=args.ensemble, tile=args.tile, overlap=DEFAULT_OVERLAP)
+    scale = _model_scale(args.model)
+    streamed = scale ** 2 * ccd.data.size > STREAM_PIXELS
+    if not streamed:
+        _check_memory([ccd], scale=scale, method="enhance", ensemble=args.ensemble,
+                      tile=args.tile, overlap=DEFAULT_OVERLAP)
     consistency = None if args.consistency == "none" else args.consistency
-    _say(args)(f"[astrosr] enhancing {args.image} with {args.model}...")
+    _say(args)(f"[astrosr] enhancing {args.image} with {args.model}"
+               f"{' (written band by band)' if streamed else ''}...")
     _quiet_tensorflow()
+    # A large output is written as it is made, under a hidden name, and named
+    # (or removed, when it misfits) at the end.
+    partial = out.with_name(f".{out.name}.partial") if streamed else None
     with _misfits_caught(args) as caught:
         options = dict(model=args.model, psf=psf, consistency=consistency, tile=args.tile,
                        ensemble=args.ensemble, stop=args.stop, psf_options=psf_options)
-        result = enhance(ccd, progress=not args.quiet, **options)
+        result = enhance(ccd, progress=not args.quiet, output=partial, overwrite=True, **options)
     return _deliver(args, result, out, caught, f"Wrote {out} ({result.shape[1]}x"
-                    f"{result.shape[0]}){_chi2_text(result.meta)}")
+                    f"{result.shape[0]}){_chi2_text(result.meta)}", written=partial)
 
 
 def _one_image(path, what):

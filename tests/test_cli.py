@@ -147,6 +147,25 @@ def test_enhance_one_image(tmp_path, frame_files):
     np.testing.assert_allclose(sums, frame.data, rtol=1e-4, atol=1e-3)
 
 
+def test_enhance_writes_a_large_output_band_by_band(tmp_path, frame_files, monkeypatch):
+    pytest.importorskip("keras")
+    folder, _ = frame_files
+    args = ["enhance", str(folder / "f0.fits"), "--psf", "gaussian:1.0", "--no-ensemble",
+            "--quiet", "--allow-misfit"]
+    whole, banded = tmp_path / "whole.fits", tmp_path / "banded.fits"
+    assert cli.main(args + ["-o", str(whole)]) == 0
+    monkeypatch.setattr(cli, "STREAM_PIXELS", 0)  # every output is "large"
+    assert cli.main(args + ["-o", str(banded)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["banded.fits", "whole.fits"]
+    a, b = CCDData.read(whole), CCDData.read(banded)
+    assert np.abs(a.data - b.data).max() < 1e-4 * np.abs(a.data).max()
+    assert a.header["CHI2RED"] == pytest.approx(b.header["CHI2RED"], abs=1e-3)
+    # Misfit without --allow-misfit: exit 5 and nothing written, no partial file left.
+    wrong = tmp_path / "wrong.fits"
+    assert cli.main(args[:-1] + ["--psf", "gaussian:3.0", "-o", str(wrong)]) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["banded.fits", "whole.fits"]
+
+
 def test_info_lists_versions_and_models(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
