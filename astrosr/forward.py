@@ -94,12 +94,28 @@ class ObservationOperator:
         self.fine_shape = tuple(s * n for n in self.shape_padded)
         self.real_dtype = self._real = np.float32 if single else np.float64
         self._complex = np.complex64 if single else np.complex128
-        self._transfers = {False: self._transfer_pair(False)}
+        self._transfers = {}  # computed on first use (`strip_operator` needs only the shapes)
         self._ramps = [self._phase_ramps(dx, dy) for dx, dy in self.shifts]
         self._rowflip = -np.arange(self.shape_padded[0]) % self.shape_padded[0]
 
     def __len__(self):
         return len(self.shifts)
+
+    @property
+    def reach(self):
+        """Coarse rows a predicted row depends on, each side: largest shift, PSF radius, pixel."""
+        radius = max(self._kernel.shape) // 2 / self.scale
+        return int(np.ceil(np.abs(self.shifts).max() + radius)) + 2
+
+    def strip_operator(self, rows):
+        """The same model on a strip of ``rows`` coarse rows of the padded grid, every column.
+
+        Periodic over the padded width as this operator is, and not padded
+        (`astrosr.strips.Strips` gives each strip its halo).
+        """
+        return ObservationOperator((int(rows), self.shape_padded[1]), self.shifts,
+                                   scale=self.scale, psf=self._kernel, margin=0,
+                                   single=self._real == np.float32)
 
     # ------------------------------------------------------------------ grids
     def embed_frames(self, cube, dtype=float):
