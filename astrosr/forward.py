@@ -155,7 +155,7 @@ class ObservationOperator:
         With ``squared=True`` the kernel (PSF times pixel box) is squared:
         used to propagate variances through the model.
         """
-        otf, _ = self._transfer_of(squared)
+        otf = self._transfer_of(squared)
         spec = fft.rfft2(np.asarray(image, dtype=self._real), workers=-1)
         spec *= otf
         out = np.empty((len(self),) + self.shape_padded, dtype=self._real)
@@ -166,7 +166,7 @@ class ObservationOperator:
 
     def adjoint(self, cube, *, squared=False):
         """Adjoint of `forward`: padded coarse cube -> padded fine image."""
-        _, otf_conj = self._transfer_of(squared)
+        otf = self._transfer_of(squared)
         s = self.scale
         my, mx = self.shape_padded
         total = np.zeros((self.fine_shape[0], self.fine_shape[1] // 2 + 1), dtype=self._complex)
@@ -179,7 +179,10 @@ class ObservationOperator:
             rows *= rx_conj
             for a in range(s):
                 total[a * my:(a + 1) * my] += rows * ry_conj[a * my:(a + 1) * my, None]
-        total *= otf_conj
+        # total * conj(otf), in place: conj(conj(total) * otf).
+        np.conjugate(total, out=total)
+        total *= otf
+        np.conjugate(total, out=total)
         return fft.irfft2(total, s=self.fine_shape, workers=-1, overwrite_x=True)
 
     def _fold(self, spec, ry, rx):
@@ -222,14 +225,11 @@ class ObservationOperator:
         return full
 
     def _transfer_of(self, squared):
-        """``(otf, conj(otf))``, the squared kernel's computed on first use."""
+        """The half spectrum of the kernel (squared or not), computed on first use."""
         if squared not in self._transfers:
-            self._transfers[squared] = self._transfer_pair(squared)
+            kernel = _transfer(self._kernel, self.fine_shape, self.scale, squared)
+            self._transfers[squared] = kernel.astype(self._complex)
         return self._transfers[squared]
-
-    def _transfer_pair(self, squared):
-        otf = _transfer(self._kernel, self.fine_shape, self.scale, squared).astype(self._complex)
-        return otf, np.conj(otf)
 
     def _phase_ramps(self, dx, dy):
         # A shift of s*d fine pixels, with signed frequencies so that

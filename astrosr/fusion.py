@@ -357,8 +357,9 @@ def _drizzle(stack, placement, scale, reject, opts, snap):
     return mean, var, wht, {"rejected": rejected}
 
 
-#: Elements of the frames' fine images held at once by `_median_first`.
-_STRIP_PIXELS = 2 ** 22
+#: Elements of the frames' fine images held at once by `_median_first` (their median
+#: takes about five times as much).
+_STRIP_PIXELS = 2 ** 21
 
 
 def _rejection_placement(placement, scale):

@@ -271,8 +271,7 @@ def richardson_lucy(op, stack, good, noise, start, tol, max_iter, stop="discrepa
     if tol is None:
         tol = 3.0 * np.sqrt(2.0 / fit.n_pix) if stop == "discrepancy" else CONVERGED_TOL
     if start is None:
-        level = max(float(np.sum(fit.data[good], dtype=float)) / fit.n_pix / op.scale ** 2,
-                    1e-3)
+        level = max(fit.total_above() / fit.n_pix / op.scale ** 2, 1e-3)
         start = strips.store(np.where(inv_norm.array() > 0, level, 0.0).astype(op.real_dtype))
     elif not isinstance(start, FineStore):
         start = strips.store(np.asarray(start, dtype=op.real_dtype))
@@ -322,14 +321,14 @@ class _Iterates:
 
     def __init__(self, strips, start, inv_norm, structure):
         self.strips, self.inv_norm, self.track = strips, inv_norm, structure
-        self.x, self.previous, self.step, self.step_before = start, None, None, None
+        self.x, self.previous, self.step, self.taken = start, None, None, 0
         self.cross = self.step_norm = self.before_norm = 0.0
         self.change = np.inf
         self._median = 0.0
 
     def extrapolated(self):
         """Biggs & Andrews (1997) vector extrapolation of the iterates, kept >= 0."""
-        if self.previous is None or self.step_before is None:
+        if self.taken < 2:
             y = self.x
         else:
             alpha = min(max(self.cross / max(self.before_norm, 1e-300), 0.0), 0.98)
@@ -364,8 +363,7 @@ class _Iterates:
                 structure += float(np.sum(np.abs(values - self._median), dtype=float))
             new.write(lo, back)
             step.write(lo, diff)
-        self.previous, self.x = self.x, new
-        self.step_before, self.step = self.step, step
+        self.previous, self.x, self.step, self.taken = self.x, new, step, self.taken + 1
         self.before_norm, self.step_norm, self.cross = self.step_norm, step_norm, cross
         self.change = change / max(structure, 1e-300)
         return new
@@ -407,32 +405,34 @@ def _inverse_coverage(strips, weights):
 class _FitMeasure:
     """Reduced chi-square of the frames (and of their source pixels) against a model.
 
-    Holds the frames above their pedestals and their inverse variances (zero
-    on bad pixels) in the operator's precision, built frame by frame.
+    Works frame by frame on the stack's own arrays: the frames above their
+    pedestals are never held as a cube of their own.
     """
 
     def __init__(self, op, noise, stack, good, sources):
-        self.op = op
-        real = op.real_dtype
-        self.data = np.empty(stack.data.shape, dtype=real)
-        self.inv_var = np.empty(stack.data.shape, dtype=real)
-        for i, (d, v, g) in enumerate(zip(stack.data, stack.var, good)):
-            self.data[i] = d - noise.pedestal[i]
-            self.inv_var[i] = np.where(g, 1.0 / np.where(g, v, 1.0), 0.0)
+        self.op, self.stack, self.good, self.pedestal = op, stack, good, noise.pedestal
         self.n_pix = int(good.sum())
         self.sources = None if sources is None else sources & good
         self.n_src = 0 if self.sources is None else int(self.sources.sum())
         self.tol_src = 3.0 * np.sqrt(2.0 / max(self.n_src, 1))
 
+    def above(self, i):
+        """Frame ``i`` less its pedestal."""
+        return self.stack.data[i] - self.pedestal[i]
+
+    def total_above(self):
+        """The frames' total above their pedestals, over the good pixels."""
+        return sum(float(np.sum(self.above(i)[g])) for i, g in enumerate(self.good))
+
     def chi2(self, predicted):
         """``(chi2_red, chi2_red of the source pixels or 0)`` of a predicted padded cube."""
         inner = self.op.crop_frames(predicted)
         total = on_sources = 0.0
-        for i in range(len(self.data)):
-            chi2_map = self.inv_var[i] * (self.data[i] - inner[i]) ** 2
-            total += float(np.sum(chi2_map, dtype=float))
+        for i, (g, v) in enumerate(zip(self.good, self.stack.var)):
+            chi2_map = np.where(g, (self.above(i) - inner[i]) ** 2 / np.where(g, v, 1.0), 0.0)
+            total += float(np.sum(chi2_map))
             if self.n_src:
-                on_sources += float(np.sum(chi2_map[self.sources[i]], dtype=float))
+                on_sources += float(np.sum(chi2_map[self.sources[i]]))
         return total / self.n_pix, (on_sources / self.n_src if self.n_src else 0.0)
 
     def count_ratio(self, predicted, good, offset, inv_gain):
@@ -448,7 +448,7 @@ class _FitMeasure:
             model = np.maximum(inner[i], 0.0)
             model += b
             np.maximum(model, 1e-12, out=model)
-            ratio = np.clip(self.data[i] + b, 0.0, None)
+            ratio = np.clip(self.above(i) + b, 0.0, None)
             ratio *= w
             ratio /= model
             predicted[i] = 0.0
