@@ -95,7 +95,7 @@ def _warn_if_raw(stack):
 def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, psf=None,
          weights=None, reject=None, kappa=None, background=None, stop=None, tol=None,
          max_iter=None, start=None, output_wcs=None, shape_out=None, reference=0, hdu=None,
-         progress=False):
+         progress=False, chunks=None):
     """Fuse registered frames onto a finer grid, or onto any output grid.
 
     Parameters
@@ -169,6 +169,10 @@ def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, p
     progress : bool
         Reconstruct: show a progress bar over the Richardson-Lucy iterations
         (the other methods have none to show).
+    chunks : int or tuple, optional
+        Process as dask arrays in these blocks; see
+        `astrosr.parallel.fuse_blocks`. Dask-backed frames go there too (the
+        result is then a lazy `astrosr.parallel.BlockImage`).
 
     Returns
     -------
@@ -196,6 +200,15 @@ def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, p
                                    kappa=kappa, background=background, stop=stop, tol=tol,
                                    max_iter=max_iter, start=start).items() if v is not None}
     opts = _options(method, given)
+    from .parallel import is_dask_backed
+
+    if chunks is not None or is_dask_backed(frames):
+        from .parallel import fuse_blocks
+
+        grid = {k: v for k, v in dict(output_wcs=output_wcs, shape_out=shape_out,
+                                      hdu=hdu).items() if v is not None}
+        return fuse_blocks(frames, geometry, scale=scale, method=method, chunks=chunks,
+                           **given, **grid, reference=reference, progress=progress)
     opts["progress"] = bool(progress)
     stack = FrameStack.parse(frames, hdu=hdu)
     _warn_if_raw(stack)

@@ -82,7 +82,8 @@ _MISFIT_HINT = ("the PSF (psf=, --psf) or the noise (the image's uncertainty) is
 
 def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
             consistency="observation", ensemble=DEFAULT_ENSEMBLE, stop="discrepancy",
-            max_iter=None, progress=False, psf_options=None, output=None, overwrite=False):
+            max_iter=None, progress=False, psf_options=None, output=None, overwrite=False,
+            chunks=None):
     """Super-resolve one image with a network, held to the data.
 
     Parameters
@@ -133,6 +134,10 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         whatever the size. The result is the same as without ``output``.
     overwrite : bool
         Replace an existing ``output``.
+    chunks : int or tuple, optional
+        Process as dask arrays in these blocks; see
+        `astrosr.parallel.enhance_blocks`. A dask-backed input goes there too
+        (the result is then a lazy `astrosr.parallel.BlockImage`).
 
     Returns
     -------
@@ -151,10 +156,20 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
         raise ValueError(f"stop must be one of {tuple(STOP_RULES)}, got {stop!r}")
     max_iter = STOP_RULES[stop] if max_iter is None else int(max_iter)
     folder = None if output is None else _output_folder(output, overwrite)
-    model = get_model(model)
+    given, model = model, get_model(model)
     if int(tile) < 8 or int(overlap) < 0:
         raise ValueError(f"tile must be >= 8 and overlap >= 0, got {tile}, {overlap}")
     members = ensemble_size(ensemble)
+    from .parallel import is_dask_backed
+
+    if chunks is not None or is_dask_backed(ccd):
+        from .parallel import enhance_blocks
+
+        # The name, not the model: dask workers build a named model themselves.
+        return enhance_blocks(ccd, given, chunks=chunks, psf=psf, tile=tile, overlap=overlap,
+                              consistency=consistency, ensemble=ensemble, stop=stop,
+                              max_iter=max_iter, progress=progress, psf_options=psf_options,
+                              output=output, overwrite=overwrite)
     frame = _as_frame(ccd)
     ccd, scale = frame.ccds[0], model.scale
     data, var, good = frame.data[0], frame.var[0], frame.good[0]
@@ -162,28 +177,25 @@ def enhance(ccd, model="srresnet-x4", *, psf=None, tile=DEFAULT_TILE, overlap=DE
     filled = fill_masked(data - level, good)
     mean, spread = _network_stores(model, filled, level, int(tile), int(overlap), members,
                                    progress, folder)
-    notes = [f"astrosr.enhance: model={model.name} sha256={weights_hash(model)[:16]} "
-             f"tile={tile} overlap={overlap} ensemble={members}-fold"]
     keys = {}
     if consistency == "observation":
         psf, psf_source = _choose_psf(psf, ccd, model, scale, psf_options or {})
         bands, info = _observation_consistency(mean, frame, level, scale, psf, stop, max_iter,
                                                progress, folder)
         chi2 = info["chi2"]
-        notes.append(f"astrosr.enhance: consistency=observation psf={psf!r} ({psf_source}) "
-                     f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
-                     f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
+        how = (f"observation psf={psf!r} ({psf_source}) "
+               f"Richardson-Lucy iterations={info['iterations']} chi2_red={chi2:.3f} "
+               f"chi2_red(sources)={info['chi2_sources']} stop={info['stopped']}")
         record_fit(keys, chi2, what="the input pixels", hint=_MISFIT_HINT, stacklevel=3)
         keys["CONSTOP"] = (stop, "stopping rule of the consistency fit")
         if info["chi2_sources"] is not None:
             keys["CHI2SRC"] = (round(info["chi2_sources"], 4), "same, on source pixels only")
     else:
         bands = _local_bands(mean, data, var, good, scale, consistency)
-        notes.append(f"astrosr.enhance: consistency={consistency}")
-    notes.append("astrosr.enhance: uncertainty = input noise on the fine grid + "
-                 "self-ensemble variance")
+        how = consistency
+    notes = enhance_history(model, tile=tile, overlap=overlap, members=members, consistency=how)
     wcs = OutputGrid(data.shape, scale, reference_wcs=frame.wcs[0]).fits_wcs()
-    meta = _result_meta(ccd, scale, notes, keys)
+    meta = result_meta(ccd, scale, notes, keys)
     with_spread = ((lo, hi, fine, var + spread.read(lo, hi)) for lo, hi, fine, var in bands)
     if output is None:
         return _result(ccd, with_spread, good, scale, meta, wcs)
@@ -415,7 +427,51 @@ def pixel_consistency(fine, data, good, scale):
 # --------------------------------------------------------------------------- output
 
 
-def _result_meta(ccd, scale, notes, keys):
+def enhance_history(model, *, tile, overlap, members, consistency):
+    """The HISTORY notes of `enhance`: model, tiles, ensemble, consistency, uncertainty.
+
+    Parameters
+    ----------
+    model : `~astrosr.models.SRModel`
+        The network (its name and the sha256 of its weights are noted).
+    tile, overlap : int
+        Tile size and overlap of the tiled inference, in input pixels.
+    members : int
+        Size of the self-ensemble.
+    consistency : str or None
+        What follows ``consistency=``: the mode, or the mode and what its
+        fit found.
+
+    Returns
+    -------
+    list of str
+        The notes, in the order `enhance` writes them.
+    """
+    return [f"astrosr.enhance: model={model.name} sha256={weights_hash(model)[:16]} "
+            f"tile={tile} overlap={overlap} ensemble={members}-fold",
+            f"astrosr.enhance: consistency={consistency}",
+            "astrosr.enhance: uncertainty = input noise on the fine grid + "
+            "self-ensemble variance"]
+
+
+def result_meta(ccd, scale, notes, keys):
+    """The header of a result of `enhance`: the input's, for a grid ``scale`` times finer.
+
+    Parameters
+    ----------
+    ccd : `~astropy.nddata.NDData`
+        The input image (its ``meta``).
+    scale : int
+        Output pixels per input pixel (``SRSCALE``).
+    notes : iterable of str
+        HISTORY notes to add.
+    keys : dict
+        More cards (``{key: (value, comment)}``).
+
+    Returns
+    -------
+    `~astropy.io.fits.Header`
+    """
     meta = output_header(ccd.meta)
     meta["SRSCALE"] = (scale, "output pixels per input pixel")
     meta.update(keys)

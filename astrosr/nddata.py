@@ -18,7 +18,7 @@ from .reading import as_frames, read_image
 
 __all__ = ["as_frames", "shift_array", "frame_arrays", "variance_of", "white_noise_variance",
            "write_fits", "read_fits", "fits_header", "rescale_wcs", "shift_wcs", "add_history",
-           "saturated_pixels"]
+           "saturated_pixels", "header_saturation_level", "is_clipping_level"]
 
 
 def shift_array(shifts, n):
@@ -160,13 +160,13 @@ def saturated_pixels(data, meta=None, level=None, *, grow=0):
     """
     data = np.asarray(data, dtype=float)
     saturated = np.zeros(data.shape, dtype=bool)
-    level = _header_level(meta or {}) if level is None else float(level)
+    level = header_saturation_level(meta or {}) if level is None else float(level)
     finite = np.isfinite(data)
     if level is not None:
         saturated[finite] = data[finite] >= SATURATION_FRACTION * level
     elif finite.any():
         clipped = finite & (data == np.max(data[finite]))
-        if _MIN_CLIPPED <= np.count_nonzero(clipped) <= _MAX_CLIPPED_FRACTION * finite.sum():
+        if is_clipping_level(np.count_nonzero(clipped), finite.sum()):
             saturated = clipped
     if grow and saturated.any():
         from scipy import ndimage
@@ -175,7 +175,40 @@ def saturated_pixels(data, meta=None, level=None, *, grow=0):
     return saturated
 
 
-def _header_level(meta):
+def is_clipping_level(n_at_maximum, n_pixels):
+    """Whether an image's maximum is a clipping level (the rule of `saturated_pixels`).
+
+    Parameters
+    ----------
+    n_at_maximum : int
+        Pixels (finite, not masked) whose value is the image's maximum.
+    n_pixels : int
+        Pixels looked at (finite, not masked).
+
+    Returns
+    -------
+    bool
+        True when at least 3 and at most 1% of the pixels share the maximum:
+        the camera or the reduction clipped them (a constant image is not
+        saturated).
+    """
+    return bool(n_pixels and _MIN_CLIPPED <= n_at_maximum <= _MAX_CLIPPED_FRACTION * n_pixels)
+
+
+def header_saturation_level(meta):
+    """The saturation level a header gives, as `saturated_pixels` reads it.
+
+    Parameters
+    ----------
+    meta : dict or `~astropy.io.fits.Header`
+        The header: the first of `SATURATION_KEYS` whose value is a finite
+        positive number is the level.
+
+    Returns
+    -------
+    float or None
+        The level, in the data's units, or None when the header gives none.
+    """
     for key in SATURATION_KEYS:
         if key in meta:
             try:

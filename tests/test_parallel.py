@@ -174,13 +174,27 @@ def test_the_scheduler_address_is_enough(cluster, stacks, expected):
                                atol=1e-6 * np.abs(expected["b"].data).max())
 
 
-def test_a_local_cluster_is_started_and_closed(stacks):
+def test_a_local_cluster_is_started_and_closed(stacks, monkeypatch):
+    import distributed
+
     keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
-            "TF_NUM_INTRAOP_THREADS")
+            "TF_NUM_INTRAOP_THREADS", "MALLOC_TRIM_THRESHOLD_")
     before = {k: os.environ.get(k) for k in keys}
+    seen = {}
+    local_cluster = distributed.LocalCluster
+
+    def recording(**kwargs):  # the worker's environment, as the cluster it starts gives it
+        cluster = local_cluster(**kwargs)
+        with distributed.Client(cluster) as client:
+            seen.update(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+        return cluster
+
+    monkeypatch.setattr(distributed, "LocalCluster", recording)
     (record,) = process_stacks({"a": stacks["a"]}, workers=1, progress=False, **OPTIONS)
     assert record.ok
     assert {k: os.environ.get(k) for k in keys} == before
+    # Not Dask's default 65536 (much slower for the pipeline): glibc's, or the caller's own.
+    assert list(seen.values()) == [before["MALLOC_TRIM_THRESHOLD_"]]
     env = worker_environment(3)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3"
     with pytest.raises(ValueError, match="threads"):

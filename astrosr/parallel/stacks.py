@@ -1,34 +1,8 @@
-"""Many stacks at once on dask.distributed: one task per stack.
+"""Many stacks at once on dask.distributed: `process_stacks` and what it returns.
 
-`process_stacks` runs `astrosr.MultiFrameSR` on every stack of a list (or a
-mapping name -> stack) as one `dask.distributed` task each, on a cluster of
-any size: a `distributed.LocalCluster` it starts on this machine, or the
-scheduler of an HPC or Kubernetes cluster (see the page "Many stacks in
-parallel" of the documentation). Each worker reads its stack, runs the
-pipeline and, with ``output_dir``, writes the result itself, so only a small
-`StackResult` record travels back. A stack that fails (a corrupt file, a
-misfit refused, a worker that died) is a record with ``ok=False`` and the
-error; the other stacks go on.
-
-Nothing here imports Dask or TensorFlow when the module is imported: Dask is
-imported by `process_stacks` (the ``dask`` extra, ``pip install
-"astrosr-gan[dask]"``), TensorFlow by the workers that run a refinement
-network.
-
-Worker processes
-----------------
-A worker runs one stack at a time (one thread per worker process: the
-pipeline's NumPy and FFT work holds memory per stack, and its threads are
-the libraries' own). The local cluster that `process_stacks` starts sets, in
-each worker's environment, the thread counts of those libraries to the
-machine's cores divided among the workers (`worker_environment`): OpenMP,
-MKL and OpenBLAS before the worker process starts (Dask's
-``distributed.nanny.pre-spawn-environ``, since NumPy reads them when it is
-first imported), TensorFlow's intra- and inter-op pools and its log level
-when the worker starts (the nanny's ``env``). A variable already set in the
-caller's environment is left as the caller set it. On a cluster of your own,
-set the same variables where its workers start (`worker_environment` gives
-them).
+The worker side imports the pipeline (`astrosr.MultiFrameSR`) only when a
+task runs; Dask only when `process_stacks` is called. See
+`astrosr.parallel` for the worker processes of the local cluster.
 """
 
 import contextlib
@@ -42,11 +16,13 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-from .misfit import MisfitWarning, fit_passed
-from .pipeline import MultiFrameSR
+import numpy as np
+
+from ..misfit import MisfitWarning, fit_passed
 
 __all__ = ["process_stacks", "StackResult", "stack_names", "worker_environment",
            "DASK_INSTALL", "MIN_WORKER_MEMORY"]
+
 
 #: What to install when Dask is missing.
 DASK_INSTALL = 'pip install "astrosr-gan[dask]"'
@@ -147,7 +123,7 @@ def worker_environment(threads=1):
         ``TF_NUM_INTEROP_THREADS`` (TensorFlow's thread pools) and
         ``TF_CPP_MIN_LOG_LEVEL`` (`astrosr.progress.TF_ENVIRONMENT`).
     """
-    from .progress import TF_ENVIRONMENT
+    from ..progress import TF_ENVIRONMENT
 
     threads = int(threads)
     if threads < 1:
@@ -263,6 +239,13 @@ def process_stacks(stacks, *, client=None, workers=None, output_dir=None, overwr
     function under ``if __name__ == "__main__":``: the workers are new
     Python processes that import the script's main module.
 
+    The local cluster does not pass on Dask's default
+    ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``):
+    with it, glibc hands the pipeline's large short-lived buffers back to the
+    system and maps them again, which makes the pipeline much slower. Its
+    workers keep glibc's default threshold, or the caller's own
+    ``MALLOC_TRIM_THRESHOLD_``. On a cluster of your own, consider the same.
+
     Examples
     --------
     >>> from astrosr.parallel import process_stacks
@@ -289,7 +272,7 @@ def process_stacks(stacks, *, client=None, workers=None, output_dir=None, overwr
     if not items:
         return []
     distributed = _import_distributed()
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     folder = None if output_dir is None else os.fspath(output_dir)
     with contextlib.ExitStack() as resources:
@@ -324,6 +307,8 @@ def process_stacks(stacks, *, client=None, workers=None, output_dir=None, overwr
 
 def _checked_options(options):
     """The pipeline options, refused here when MultiFrameSR would refuse them."""
+    from ..pipeline import MultiFrameSR
+
     accepted = [p for p in inspect.signature(MultiFrameSR).parameters if p != "progress"]
     unknown = [k for k in options if k not in accepted]
     if unknown:
@@ -337,8 +322,6 @@ def _checked_options(options):
 
 def _named_stacks(stacks, to_files):
     """``[(name, stack), ...]`` in input order; names unique (and file names when written)."""
-    import numpy as np
-
     if isinstance(stacks, Mapping):
         items = list(stacks.items())
         for name, _ in items:
@@ -386,7 +369,7 @@ def _sent(client, stack):
 
 def _default_workers(n_stacks):
     """One worker per stack, at most one per core and per `MIN_WORKER_MEMORY` available."""
-    from .resources import available_memory
+    from ..resources import available_memory
 
     by_memory = max(1, int(available_memory() // MIN_WORKER_MEMORY))
     return max(1, min(n_stacks, _cpu_count(), by_memory))
@@ -405,7 +388,8 @@ def _local_cluster(distributed, n_workers):
 
     Dask's nanny writes the pre-spawn variables into this process's
     environment too (the worker inherits them); they are put back as they
-    were when the cluster closes.
+    were when the cluster closes. Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``
+    is not passed on: the workers keep glibc's own (or the caller's) threshold.
     """
     import dask
 
@@ -415,6 +399,13 @@ def _local_cluster(distributed, n_workers):
                  for k in _BLAS_VARIABLES if k in env}
     touched = {*env, *dask.config.get("distributed.nanny.pre-spawn-environ"), "PYTHONHASHSEED"}
     saved = {k: os.environ.get(k) for k in touched}
+    # Dask's pre-spawn default MALLOC_TRIM_THRESHOLD_=65536 makes glibc give freed memory back
+    # to the system at every 64 KiB: the pipeline's many short-lived large FFT and NumPy
+    # buffers are then unmapped and mapped again, and a stack ran 2.4 times slower with it
+    # (51.5 s against 21.3 s, warm). None drops it from the pre-spawn environment (Dask skips
+    # None values): the worker keeps glibc's default (128 KiB, dynamic) or the caller's own
+    # MALLOC_TRIM_THRESHOLD_, which the worker inherits.
+    pre_spawn["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
     config = {**pre_spawn, "distributed.scheduler.allowed-failures": 1}
     try:
         with dask.config.set(config):
@@ -478,6 +469,8 @@ def _run_stack(name, stack, options, output_dir, overwrite, allow_misfit):
     caught = []
     path = None
     try:
+        from ..pipeline import MultiFrameSR  # here, on the worker: not at import astrosr.parallel
+
         if output_dir is not None:
             path = Path(output_dir) / f"{name}.fits"
             if path.exists() and not overwrite:  # before the work, not after it
@@ -495,7 +488,7 @@ def _run_stack(name, stack, options, output_dir, overwrite, allow_misfit):
                                fit_ok=False, warnings=notes)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            from .nddata import write_fits
+            from ..nddata import write_fits
 
             write_fits(result, path, overwrite=overwrite)
             result = None
