@@ -514,8 +514,9 @@ class PixmapOperator:
         return out
 
     def crop_frames(self, cube):
-        """The frames themselves (they are not padded), as a float array."""
-        return np.asarray(cube, dtype=float)
+        """The frames themselves (they are not padded): the cube itself, as the other operator's
+        crop is a view of it (`astrosr.reconstruct` writes through it)."""
+        return np.asarray(cube)
 
     def embed_image(self, image):
         """Put an image of the output grid into the padded fine grid (zeros around)."""

@@ -252,7 +252,11 @@ def test_frames_translated_through_a_distorted_plate_wcs_take_the_shift_path():
     # The WCS really maps a reference pixel to itself plus the shift, distortion included.
     x, y = frames[2].wcs.world_to_pixel(frames[0].wcs.pixel_to_world(10.0, 20.0))
     np.testing.assert_allclose([x - 10.0, y - 20.0], shifts[2], atol=1e-6)
-    for method, options in (("drizzle", {"pixfrac": 0.7}), ("reconstruct", {"psf": PSF})):
+    # The same number of iterations on both paths: where the convergence rule stops depends on
+    # rounding (the geometries differ by 1e-7 px after the WCS round trip: 315 against 336
+    # iterations), and what is compared here is the geometry, not the stopping rule.
+    fixed = {"psf": PSF, "tol": 1e-12, "max_iter": 150}
+    for method, options in (("drizzle", {"pixfrac": 0.7}), ("reconstruct", fixed)):
         by_wcs = astrosr.fuse(frames, "wcs", scale=S, method=method, **options)
         by_shift = astrosr.fuse(frames, shifts, scale=S, method=method, **options)
         assert "geometry=wcs" in by_wcs.meta["HISTORY"][0] and by_wcs.meta["FUSEGEOM"] == "wcs"
