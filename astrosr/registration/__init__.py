@@ -22,6 +22,13 @@ against the mean of all the *other* frames, aligned with the current shifts
 (a leave-one-out template, far less noisy than one frame), iterated to a
 fixed point; the shifts are then given relative to the reference frame.
 
+Frames of `~astrosr.registration.informative.MIN_PIXELS` or more are
+registered (shifts) on their informative pixels only, against templates
+built without a filter per template (`astrosr.registration.informative`):
+the cost then grows with the pixels that hold the information, not with the
+frame; the first estimate comes from a binned frame and a central crop
+(`coarse_shift`), and the PSF that chooses the method from a central crop.
+
 Why scipy.ndimage/scipy.fft and not ``skimage.registration``: the refinement
 needs the template, its gradient and the coverage at arbitrary sub-pixel
 shifts, with masks and weights, which skimage's phase correlation does not
@@ -38,8 +45,10 @@ from ..calibration import calibrated_stack
 from ..geometry import Corrected, Similarity, frame_centre, frame_transforms, local_area
 from ..psf import as_psf, estimate_psf
 from ..stack import FrameStack
-from .correlation import phase_correlation
-from .fitting import FREE, TOL, Fit, check_common_signal, fit_shift, fit_transform, scaled_errors
+from .correlation import CoarseShift, coarse_shift, phase_correlation
+from .fitting import (FREE, TOL, Fit, check_common_signal, check_frame_signal, fit_shift,
+                      fit_transform, scaled_errors)
+from .informative import MIN_PIXELS, InformativeStack
 from .model import MODEL_SCALE, ModelTemplate, fine_model
 from .rotation import coarse_similarity
 from .templates import Frame, Template, fill
@@ -173,7 +182,12 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
         frame ``i`` (``c`` the frame centre). The errors of frame ``i``
         combine its own and the reference's measurement errors, because the
         reference's noise sets where zero is; the reference row has zeros.
-        ``meta["registration"]`` says which method ran and why.
+        ``meta["registration"]`` says which method ran and why, and
+        ``meta["registration_pixels"]`` the fraction of a frame's pixels that
+        its fit used (the median over the frames): frames of
+        `~astrosr.registration.informative.MIN_PIXELS` or more are fitted
+        (shifts) on the pixels that hold 99% of the information, and their
+        errors come from those pixels.
 
     Raises
     ------
@@ -194,6 +208,11 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
     if n == 1:
         return _table(frames, [Fit(_IDENTITY.copy(), np.zeros((4, 4)), 1.0, 0.0,
                                    1.0, 0.0)], 0, transform, None, "single frame", None)
+    if transform == "shift" and wcs_maps is None and frames.data[0].size >= MIN_PIXELS:
+        # Fitted on their informative pixels: a frame without signal is refused on all of
+        # them, as the fits on every pixel refuse it, and before anything is measured.
+        for i in range(n):
+            check_frame_signal(frames.data[i], frames.var[i], frames.good[i], f"frames[{i}]")
     method, why, psf = choose_method(frames, reference, psf, method)
     from ..progress import progress_bar
 
@@ -217,13 +236,61 @@ def register_stack(frames, reference=0, *, transform="shift", use_wcs=False, psf
 
 
 def _shift_fits(stack, reference, upsample, max_iter, bar):
-    """Shifts: phase correlation, a fit to the reference, then leave-one-out templates."""
+    """Shifts: phase correlation, a fit to the reference, then leave-one-out templates (on the
+    informative pixels of frames of `MIN_PIXELS` or more)."""
+    if stack[0].data.size >= MIN_PIXELS:
+        return _informative_fits(stack, reference, upsample, max_iter, bar)
+
     def first_fit(ref, frame, template, i):
-        d0 = phase_correlation(ref.data, frame.data, upsample=upsample,
-                               good=(ref.good, frame.good))
+        d0 = coarse_shift(ref.data, frame.data, upsample=upsample, good=(ref.good, frame.good))
         return fit_shift(frame, template, d0, template_noise_in_weights=True)
 
     return _from_reference(stack, reference, first_fit, "shift", None, max_iter, bar)
+
+
+def _informative_fits(stack, reference, upsample, max_iter, bar):
+    """`_shift_fits` on the informative pixels (`astrosr.registration.informative`).
+
+    The leave-one-out rounds start from the correlation's estimates (a round
+    on the informative pixels costs less than fits to the reference on the
+    pixels informative in it alone). A round maps the shifts ``p`` it starts
+    from to ``q``: a frame's template is the mean of the others, so its error
+    relative to them becomes minus theirs over ``n - 1``, and the fixed point
+    is ``q + (p - q) / n``, where the next round starts. It then moves the
+    shifts by what the linear picture leaves (a small fraction of their
+    errors), and the rounds stop, as `_iterate_templates`'s, when one changes
+    them by less than `CONVERGED` of their errors.
+    """
+    pixels = InformativeStack(stack, reference)
+    ref = stack[reference]
+    locate = CoarseShift(ref.data, upsample=upsample, good=ref.good)
+    starts = np.zeros((len(stack), 2))
+    for i, frame in enumerate(stack):
+        if i != reference:
+            starts[i] = locate(frame.data, good=frame.good)
+    if len(stack) == 2:
+        fit = pixels.first_fit(1 - reference, starts[1 - reference])
+        check_common_signal(fit, f"frames[{1 - reference}]")
+        fits = [fit, fit]
+        fits[reference] = _identity_fit(fit)
+        bar.update(2)
+        return fits
+    bar.update(len(stack))
+    params = [np.array([d[0], d[1], 0.0, 1.0]) for d in starts]
+    fits = None
+    for round_ in range(max(int(max_iter), 1)):
+        if round_:
+            bar.total += len(stack)
+            bar.refresh()
+        fits = pixels.leave_one_out(np.array([p[:2] for p in params]), progress=bar.update)
+        if round_ == 0:
+            for i, fit in enumerate(fits):
+                check_common_signal(fit, f"frames[{i}]")
+        new = [f.params for f in fits]
+        if round_ and _converged(params, new, fits, 2):
+            break
+        params = [q + (p - q) / len(stack) for p, q in zip(params, new)]
+    return fits
 
 
 def _warp_fits(stack, reference, kind, wcs_maps, max_iter, bar):
@@ -289,7 +356,7 @@ def _transform(params, frame, wcs_map):
 
 
 def _identity_fit(fit):
-    return Fit(_IDENTITY.copy(), np.zeros_like(fit.cov), 1.0, 0.0, 1.0, fit.signal)
+    return Fit(_IDENTITY.copy(), np.zeros_like(fit.cov), 1.0, 0.0, 1.0, fit.signal, fit.pixels)
 
 
 def _iterate_templates(stack, params, kind, wcs_maps, max_iter, bar=None):
@@ -390,9 +457,10 @@ def choose_method(frames, reference, psf, method):
     """``(method, reason, psf)``: the fine-grid model where the frames are undersampled."""
     if method == "correlation":
         return "correlation", "requested", psf
-    if psf is None:
+    measured = psf is None
+    if measured:
         try:
-            psf = estimate_psf(frames.ccds[reference])
+            psf = _reference_psf(frames.ccds[reference], PSF_CROP)
         except ValueError:
             if method == "model":
                 raise ValueError("method='model' needs the PSF: none could be measured on the "
@@ -403,6 +471,11 @@ def choose_method(frames, reference, psf, method):
     else:
         source = "given"
     fwhm = psf_fwhm(psf)
+    if measured and (method == "model" or fwhm < NYQUIST_FWHM) and \
+            max(frames.data.shape[1:]) > PSF_CROP:
+        # The model is fitted with this PSF: measured on all the reference's stars.
+        psf = _reference_psf(frames.ccds[reference], None)
+        fwhm = psf_fwhm(psf)
     if method == "model":
         return "model", f"requested; PSF ({source}) FWHM {fwhm:.2f} px", psf
     if fwhm < NYQUIST_FWHM:
@@ -410,6 +483,24 @@ def choose_method(frames, reference, psf, method):
                 psf)
     return ("correlation",
             f"well sampled: PSF ({source}) FWHM {fwhm:.2f} px >= {NYQUIST_FWHM:g} px", psf)
+
+
+#: The PSF that chooses the method is measured on a central crop of this size (pixels) first.
+PSF_CROP = 256
+
+
+def _reference_psf(ccd, crop):
+    """`estimate_psf` on the reference's central ``crop`` pixels (a measure that costs the
+    same on any frame), on the whole frame where the crop shows too few stars (or with
+    ``crop=None``)."""
+    ny, nx = ccd.shape
+    if crop is not None and max(ny, nx) > crop:
+        y0, x0 = max((ny - crop) // 2, 0), max((nx - crop) // 2, 0)
+        try:
+            return estimate_psf(ccd[y0:y0 + crop, x0:x0 + crop])
+        except ValueError:
+            pass
+    return estimate_psf(ccd)
 
 
 def psf_fwhm(psf, oversampling=8):
@@ -467,6 +558,9 @@ def _table(frames, fits, reference, kind, estimated_noise, description, wcs_maps
     table["chi2"] = np.array([0.0 if i == reference else f.chi2 for i, f in enumerate(fits)])
     table.meta["registration"] = description
     table.meta["transform"] = kind
+    used = [f.pixels for i, f in enumerate(fits) if i != reference and f.pixels]
+    if used:  # the median fraction of a frame's pixels that its fit used
+        table.meta["registration_pixels"] = float(np.median(used) / frames.data[0].size)
     if wcs_maps is not None:
         _add_corrected_wcs(table, frames, params, reference)
     return table

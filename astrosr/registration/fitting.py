@@ -15,8 +15,8 @@ from astropy.stats import mad_std
 
 from ..geometry import Similarity
 
-__all__ = ["Fit", "FREE", "fit_shift", "fit_transform", "check_common_signal", "scaled_errors",
-           "TOL"]
+__all__ = ["Fit", "FREE", "fit_shift", "fit_transform", "fit_pixels", "check_common_signal",
+           "check_frame_signal", "scaled_errors", "TOL"]
 
 #: Gauss-Newton stops when the shift changes by less than this (pixels).
 TOL = 1e-4
@@ -33,7 +33,8 @@ _SKY_SAMPLING = 16
 @dataclass
 class Fit:
     """A frame's fitted geometry: ``params`` (dx, dy [px], rotation [deg], scale), the
-    covariance ``cov`` of the free ones (in those units), flux ratio and fit measures."""
+    covariance ``cov`` of the free ones (in those units), flux ratio and fit measures;
+    ``pixels`` the number of the frame's pixels that the fit used."""
 
     params: np.ndarray
     cov: np.ndarray
@@ -41,6 +42,10 @@ class Fit:
     chi2: float
     explained: float
     signal: float
+    pixels: int = 0
+    #: Whether ``cov`` comes from the residuals (the sandwich of `fit_pixels`) rather than
+    #: from the stated noise: then not to be scaled by the reduced chi-square again.
+    from_residuals: bool = False
 
     @property
     def d(self):
@@ -72,7 +77,45 @@ def fit_transform(frame, template, start, kind, *, inputs=None, template_noise_i
                 template_noise_in_weights, max_iter)
 
 
-def _fit(frame, problem, template_noise_in_weights, max_iter):
+def fit_pixels(pixels, problem, *, template_noise_in_weights, residual_errors=False,
+               max_iter=20):
+    """Gauss-Newton fit of ``pixels = a * model + b`` on all the pixels given; a `Fit`.
+
+    Parameters
+    ----------
+    pixels : object
+        ``data``, ``var`` and ``good``: arrays of the same shape (any), the
+        pixels' values, variances and which of them may be used.
+    problem : object
+        The model, with ``free`` (the number of geometric parameters) and the
+        methods ``coverage()`` (which pixels the template covers, and its
+        variance there), ``model(use)`` (the template's values at the pixels
+        ``use`` and their derivatives with respect to the geometric
+        parameters, one column each), ``update(step)`` (move the parameters;
+        True when converged) and ``params()`` (dx, dy, rotation, scale).
+    template_noise_in_weights : bool
+        Whether the template's variance adds to the pixels' in the weights.
+    residual_errors : bool
+        Take the covariance from the residuals (the sandwich
+        ``N^-1 (sum (w r)^2 J J^T) N^-1``, ``N`` the normal matrix) rather than
+        from the pixels' variances: for noise that was only estimated (one
+        level for the whole frame, where a star's pixels have more), which
+        the reduced chi-square alone corrects on average only.
+    max_iter : int
+        Most Gauss-Newton iterations per round of outlier rejection.
+
+    Returns
+    -------
+    Fit
+        As `fit_shift`, the pixels (less outliers) all used: unlike
+        `fit_shift`, no further selection of the informative ones.
+    """
+    return _fit(pixels, problem, template_noise_in_weights, max_iter, select=False,
+                residual_errors=residual_errors)
+
+
+def _fit(frame, problem, template_noise_in_weights, max_iter, select=True,
+         residual_errors=False):
     """Fit, then drop pixels beyond ``_CLIP`` robust sigmas (cosmic rays, hot pixels that no
     mask flags) and fit again, at most three times; a `Fit`."""
     cover, tvar_map = problem.coverage()
@@ -83,14 +126,14 @@ def _fit(frame, problem, template_noise_in_weights, max_iter):
     if signal < MIN_SIGNAL:  # nothing to fit: `check_common_signal` refuses it at once
         k = problem.free
         return Fit(problem.params(), np.full((k, k), np.inf), 0.0, np.nan, 0.0, signal)
-    use = _informative(frame, problem, overlap)
+    use = _informative(frame, problem, overlap) if select else overlap.copy()
     a, b = 1.0, 0.0
     for _ in range(3):
         if use.sum() < 16:
             raise ValueError(_NO_OVERLAP)
         a, b, normal = _gauss_newton(frame, problem, use, tvar_map, a, b,
                                      template_noise_in_weights, max_iter)
-        resid = frame.data[use] - a * problem.model(use)[0] - b
+        resid = frame.data[use] - a * _values(problem, use) - b
         norm = resid / np.sqrt(frame.var[use] + a * a * tvar_map[use])
         # The robust scatter of 50 000 residuals is as good as that of all of them, and cheaper.
         outliers = np.abs(norm) > _CLIP * mad_std(norm[::max(1, norm.size // 50_000)])
@@ -104,13 +147,28 @@ def _fit(frame, problem, template_noise_in_weights, max_iter):
     null = _null_chi2(y, var_f)
     k = problem.free
     dof = max(use.sum() - k - 2, 1)
-    cov = np.linalg.inv(normal)[:k, :k]
+    inverse = np.linalg.inv(normal)
+    if residual_errors:
+        w = 1.0 / (var_f + (a * a * tvar if template_noise_in_weights else 0.0))
+        val, grad = problem.model(use)
+        cols = [a * grad[:, i] for i in range(k)] + [val, np.ones_like(val)]
+        wr2 = (w * resid) ** 2
+        meat = np.array([[np.einsum("i,i->", wr2 * ci, cj) for cj in cols] for ci in cols])
+        inverse = inverse @ meat @ inverse
+    cov = inverse[:k, :k]
     if k > 2:  # rotation: radians -> degrees
         cov[2, :] *= np.rad2deg(1.0)
         cov[:, 2] *= np.rad2deg(1.0)
     return Fit(params=problem.params(), cov=cov, flux_ratio=a, chi2=chi2 / dof,
                explained=(null - chi2) / max(null - dof, 1e-30),
-               signal=_signal(y, var_f, k))
+               signal=(null - dof) / np.sqrt(2.0 * dof), pixels=int(use.sum()),
+               from_residuals=residual_errors)
+
+
+def _values(problem, use):
+    """The template's values at the pixels ``use`` (without the derivatives where the
+    problem can give them alone)."""
+    return problem.values(use) if hasattr(problem, "values") else problem.model(use)[0]
 
 
 def _null_chi2(y, var):
@@ -155,13 +213,17 @@ def _gauss_newton(frame, problem, use, tvar_map, a, b, template_noise_in_weights
     y, var_f, tvar = frame.data[use], frame.var[use], tvar_map[use]
     k = problem.free
     previous = None
+    w = None if template_noise_in_weights else 1.0 / var_f
+    wy = None if w is None else w * y
+    noise_power = None if w is None else np.sum(w * tvar)
     for _ in range(max_iter):
         val, grad = problem.model(use)
-        w = 1.0 / (var_f + (a * a * tvar if template_noise_in_weights else 0.0))
-        normal, score = _normal_equations(a * grad, val, y - (a * val + b), w)
+        if template_noise_in_weights:
+            w = 1.0 / (var_f + a * a * tvar)
+            wy, noise_power = w * y, np.sum(w * tvar)
+        normal, score = _normal_equations(grad, val, wy, w, a, b)
         # Errors in variables: the template's own noise inflates sum(w T^2) and
         # would dilute the flux ratio a (and, through it, the fit) towards 0.
-        noise_power = np.sum(w * tvar)
         normal[k, k] -= noise_power
         score[k] += a * noise_power
         step = np.linalg.solve(normal, score)
@@ -173,21 +235,29 @@ def _gauss_newton(frame, problem, use, tvar_map, a, b, template_noise_in_weights
     return a, b, normal
 
 
-def _normal_equations(grad, val, resid, w):
-    """Normal matrix and score of the weighted least squares in (geometry, flux ratio,
-    background): the Jacobian's columns are ``grad``'s, ``val`` and ones. Built from sums
-    over the pixels, without the Jacobian as one array (a copy of every pixel per iteration).
+def _normal_equations(grad, val, wy, w, a, b):
+    """Normal matrix and score of the weighted least squares of ``y = a * val + b`` in
+    (geometry, flux ratio, background): the Jacobian's columns are ``a`` times ``grad``'s,
+    ``val`` and ones; ``wy`` is ``w * y``.
+
+    Built from sums over the pixels, column by column (single-threaded sums: a
+    multi-threaded BLAS product of thin matrices stalls on a loaded machine), without
+    the Jacobian or the residuals as arrays: the score is ``J^T w y`` less the normal
+    matrix times the model's (flux ratio, background).
     """
     k = grad.shape[1]
-    wg, wv = grad * w[:, None], w * val
+    cols = [grad[:, i] for i in range(k)] + [val]
+    weighted = [w * c for c in cols]
     normal = np.empty((k + 2, k + 2))
-    normal[:k, :k] = grad.T @ wg
-    normal[:k, k], normal[:k, k + 1] = wg.T @ val, wg.sum(axis=0)
-    normal[k, k], normal[k, k + 1], normal[k + 1, k + 1] = wv @ val, wv.sum(), w.sum()
-    normal[k:, :k] = normal[:k, k:].T
-    normal[k + 1, k] = normal[k, k + 1]
-    score = np.concatenate([wg.T @ resid, [wv @ resid, w @ resid]])
-    return normal, score
+    for i, wc in enumerate(weighted):
+        for j in range(i + 1):
+            normal[i, j] = normal[j, i] = np.einsum("i,i->", wc, cols[j])
+        normal[i, k + 1] = normal[k + 1, i] = wc.sum()
+    normal[k + 1, k + 1] = w.sum()
+    data = np.array([np.einsum("i,i->", wy, c) for c in cols] + [wy.sum()])
+    score = data - normal @ np.concatenate([np.zeros(k), [a, b]])
+    scale = np.concatenate([np.full(k, a), [1.0, 1.0]])
+    return normal * np.outer(scale, scale), score * scale
 
 
 def _accelerated(step, previous):
@@ -291,6 +361,33 @@ class _Warp:
         return np.array([dx, dy, np.rad2deg(t), s])
 
 
+def check_frame_signal(data, var, good, name, free=2):
+    """Refuse a frame whose good pixels show no structure above their noise.
+
+    The structure is the chi-square of the good pixels about their weighted
+    mean, in sigmas of its chance scatter; below `MIN_SIGNAL` the frame is
+    refused as a fit on those pixels would refuse it (`check_common_signal`).
+
+    Parameters
+    ----------
+    data, var, good : numpy.ndarray
+        The frame's values, variances and usable pixels.
+    name : str
+        The frame's name in the message (``"frames[3]"``).
+    free : int
+        Geometric parameters that a fit would have (degrees of freedom).
+
+    Raises
+    ------
+    ValueError
+        "shows no signal above the noise", with what to try.
+    """
+    signal = _signal(data[good], var[good], free)
+    if signal < MIN_SIGNAL:
+        check_common_signal(Fit(np.zeros(4), np.zeros((free, free)), 0.0, np.nan, 0.0, signal),
+                            name)
+
+
 def check_common_signal(fit, name):
     """Refuse a frame with no signal, or whose best alignment explains little of it."""
     if fit.signal < MIN_SIGNAL:
@@ -313,5 +410,7 @@ _ADVICE = ("Try: leave the frame out; give the geometry (a table of shifts, or '
 def scaled_errors(fit, estimated_noise):
     """Standard errors of the free parameters (inflated by the reduced chi-square where the
     noise is uncertain)."""
+    if fit.from_residuals:
+        return np.sqrt(np.diag(fit.cov))
     factor = fit.chi2 if estimated_noise else max(fit.chi2, 1.0)
     return np.sqrt(np.diag(fit.cov) * factor)

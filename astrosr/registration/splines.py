@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["spline_shift", "shifted_mask", "spline_at", "spline_gradient_at", "mask_at",
-           "GRADIENT_STEP"]
+           "bspline_taps", "GRADIENT_STEP"]
 
 
 def _bspline(order, t):
@@ -20,6 +20,32 @@ def _bspline(order, t):
     if order == 2:
         return np.where(t < 0.5, 0.75 - t ** 2, np.where(t < 1.5, (1.5 - t) ** 2 / 2, 0.0))
     return np.clip(1.0 - t, 0.0, None)
+
+
+def _bspline_derivative(t):
+    """Derivative of the cubic B-spline at ``t``."""
+    a = np.abs(t)
+    outer = np.where(a < 2, -np.sign(t) * (2 - a) ** 2 / 2, 0.0)
+    return np.where(a < 1, -2 * t + 1.5 * t * a, outer)
+
+
+def bspline_taps(t):
+    """Weights of a cubic B-spline and of its derivative at ``base + t``, ``0 <= t < 1``.
+
+    Parameters
+    ----------
+    t : float
+        Fractional part of the position, from its integer ``base``.
+
+    Returns
+    -------
+    weights, derivative : numpy.ndarray
+        Four weights each, of the coefficients at ``base - 1 .. base + 2``:
+        the surface's value there is ``weights @ c[base - 1:base + 3]``, its
+        derivative along the axis ``derivative @ c[base - 1:base + 3]``.
+    """
+    m = t - np.arange(-1, 3)
+    return _bspline(3, m), _bspline_derivative(m)
 
 
 def _shift_axis(coeffs, shift, order, axis):
