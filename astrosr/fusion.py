@@ -62,7 +62,7 @@ from .reconstruct import PoissonNoise, clean_mask, median_model, reject_against,
     start_image
 from .stack import FrameStack
 
-__all__ = ["fuse", "METHODS"]
+__all__ = ["fuse", "predict_frames", "METHODS"]
 
 METHODS = ("drizzle", "shift_and_add", "reconstruct")
 
@@ -225,6 +225,45 @@ def fuse(frames, geometry=None, *, scale=None, method="drizzle", pixfrac=None, p
     info["seconds"] = time.perf_counter() - t0
     info["geometry"] = note
     return _result(stack, placement, image, var, weight, scale, method, opts, info)
+
+
+def predict_frames(image, frames, geometry=None, *, psf, scale=None, output_wcs=None,
+                   shape_out=None, reference=0, hdu=None):
+    """The frames an image of the output grid predicts, through the observation model.
+
+    The model of ``method="reconstruct"`` (`astrosr.forward`): the PSF, each
+    frame's geometry and the integration over its pixels, on the grid `fuse`
+    would use for the same arguments. Light outside the output grid is not
+    known, so a frame pixel is *modelled* only where the grid holds all of
+    its light (at least 99.9 %): the frames' borders that see past the
+    grid's edge are not.
+
+    Parameters
+    ----------
+    image : array_like or NDData
+        An image of the output grid, in the frames' units (per output pixel,
+        or surface brightness), as `fuse` returns it.
+    frames, geometry, scale, output_wcs, shape_out, reference, hdu
+        As for `fuse`.
+    psf : `~astrosr.psf.PSF` or array
+        The PSF (an array is sampled on the output grid).
+
+    Returns
+    -------
+    predicted : numpy.ndarray
+        ``(n, ny, nx)``: each frame as the image predicts it, in the frames' units.
+    modelled : numpy.ndarray of bool
+        ``(n, ny, nx)``: the pixels whose light the output grid holds.
+    """
+    stack = FrameStack.parse(frames, hdu=hdu)
+    placement, scale, _ = _placement(stack, geometry, scale, "reconstruct", output_wcs, shape_out,
+                                     reference)
+    op = placement.operator(as_psf(psf, oversampling=scale), scale=scale, single=False)
+    fine = _start_array(image, placement.out_shape, placement.grid.pixel_area(), stack.unit)
+    predicted = np.array(op.crop_frames(op.forward(op.embed_image(fine))))
+    inside = op.crop_frames(op.forward(op.embed_image(np.ones(placement.out_shape))))
+    everywhere = op.crop_frames(op.forward(np.ones(op.fine_shape)))
+    return predicted, inside >= (1.0 - 1e-3) * everywhere
 
 
 # --------------------------------------------------------------------------- options

@@ -46,6 +46,8 @@ from .output import uncertainty_like
 from .psf import PSF
 from .registration import register_stack
 from .resources import check_memory
+from .validation import HeldOutScores, aperture_errors, fold_variance, frame_folds, \
+    heldout_chi2, held_out
 
 __all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 
@@ -53,7 +55,22 @@ __all__ = ["MultiFrameSR", "DEFAULT_REFINE_MODEL"]
 DEFAULT_REFINE_MODEL = "refine-x1"
 
 FUSIONS = ("reconstruct", "drizzle", "shift_and_add")
-CONSISTENCY_MODES = ("observation", None)
+CONSISTENCY_MODES = ("heldout", "observation", "converged", None)
+
+#: What the pipeline can return: the fusion, the refined image, and the fit to the frames
+#: started from the refined image, stopped by the discrepancy principle or at convergence.
+CANDIDATES = ("fusion", "refined", "discrepancy", "converged")
+_CONSISTENCY_CANDIDATE = {"observation": "discrepancy", "converged": "converged",
+                          None: "refined"}
+#: The candidates that reproduce the frames within their noise (the fusion when it is the
+#: reconstruction): their spread is error, where the frames cannot decide between them.
+HELD_TO_DATA = ("fusion", "discrepancy", "converged")
+#: ``consistency="heldout"`` returns the first of these that predicts the held-out frames
+#: as well as the best (within 2 standard errors): the sharpest image the data allow.
+PREFERENCE = ("discrepancy", "converged", "fusion", "refined")
+#: The header key of each candidate's held-out reduced chi-square.
+SCORE_KEYS = {"fusion": "PCHI2FUS", "refined": "PCHI2REF", "discrepancy": "PCHI2DIS",
+              "converged": "PCHI2CON"}
 
 
 class MultiFrameSR:
@@ -83,9 +100,25 @@ class MultiFrameSR:
         ``saturation``.
     reference : int
         Index of the reference frame: the output is on its grid.
-    consistency : {"observation", None}
-        ``"observation"``: the refined image is held to the frames (see the
-        module notes). None: the raw network output (for study only).
+    consistency : {"heldout", "observation", "converged", None}
+        What is returned (the candidates of `CANDIDATES`): ``"heldout"``
+        (default) the candidate that best predicts frames it was not fitted
+        to (k-fold validation over the frames, ``folds``): the fusion, the
+        refined image, or the refined image held to the frames;
+        ``"observation"`` the refined image held to the frames, stopped by
+        the discrepancy principle (see the module notes); ``"converged"``
+        that fit run to convergence; None the raw network output (for study
+        only). Without ``refine``, the fusion.
+    folds : int
+        Folds of the held-out validation: each fold's frames are left out,
+        every candidate is made from the others and scored on how well it
+        predicts them (reduced chi-square through the observation model,
+        `astrosr.validation`), so the run costs about ``folds + 1`` times
+        one without it. The scores go into the header (``PCHI2FUS``,
+        ``PCHI2REF``, ``PCHI2DIS``, ``PCHI2CON``, ``NFOLDS``, ``CANDIDAT``)
+        and the fold images give the uncertainty. 0: no validation
+        (``consistency="heldout"`` then needs another choice). At most the
+        number of frames.
     pixfrac : float, optional
         Drizzle's drop size (``fusion="drizzle"`` only; default 1).
     reject : {"auto", True, False}
@@ -130,8 +163,8 @@ class MultiFrameSR:
     """
 
     def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
-                 reference=0, consistency="observation", pixfrac=None, reject="auto",
-                 ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
+                 reference=0, consistency="heldout", folds=4, pixfrac=None,
+                 reject="auto", ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
                  psf_options=None, output_wcs=None, shape_out=None, bias=None, dark=None,
                  flat=None, calibrate="auto"):
         if fusion not in FUSIONS:
@@ -140,6 +173,12 @@ class MultiFrameSR:
             raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got {consistency!r}")
         if int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
+        if int(folds) != folds or folds < 0 or folds == 1:
+            raise ValueError(f"folds must be 0 (no validation) or an integer >= 2, got {folds!r}")
+        if consistency == "heldout" and not folds and refine is not None:
+            raise ValueError("consistency='heldout' chooses by the held-out validation: give "
+                             "folds >= 2, or choose consistency='observation'")
+        self.folds = int(folds)
         self.scale, self.fusion, self.refine, self.psf = int(scale), fusion, refine, psf
         self.reference, self.consistency, self.pixfrac, self.reject = (reference, consistency,
                                                                        pixfrac, reject)
@@ -219,38 +258,101 @@ class MultiFrameSR:
                                               self.psf_options)
             notes.append(f"PSF: {psf_note}")
         with self._step("fuse"):
-            drizzle = {"pixfrac": self.pixfrac} if self.fusion == "drizzle" else {}
-            self.fused_ = fuse(frames, shifts, scale=self.scale, method=self.fusion,
-                               psf=self.psf_, reject=self.reject, progress=self.progress,
-                               reference=self.reference, **drizzle, **self.grid)
+            self.fused_ = fuse(frames, shifts, reject=self.reject, progress=self.progress,
+                               **self._fusion_options())
             if not fit_passed(self.fused_.meta):
                 notes.append(f"WARNING: the frames do not fit the fusion (reduced chi-square "
                              f"{self.fused_.meta['CHI2RED']:.3f})")
-        if self.refine is None:
-            return self._finish(self.fused_, notes)
-        with self._step("refine"):
-            model = _load_model(self.refine)
-            refined, spread, note = _refine(self.fused_, frames, model, self.scale, self.tile,
-                                             self.overlap, self.ensemble, self.progress)
-            notes.append(note)
-        if self.consistency is None:
-            out = self.fused_.copy()
-            out.data = refined
-            for key in ("CHI2RED", "CHI2MAX", "CHI2OK", "RLSTOP"):
-                out.meta.pop(key, None)  # those of the fusion, not of this image
-            notes.append("consistency=None: the raw network output, not held to the data")
-            return self._finish(out, notes, spread)
-        with self._step("consistency"):
-            frames = frames.with_rejected(self.fused_.rejected)
-            out = fuse(frames, shifts, scale=self.scale, method="reconstruct", psf=self.psf_,
-                       reject=False, stop="discrepancy", start=refined, max_iter=self.max_iter,
-                       progress=self.progress, reference=self.reference, **self.grid)
-            out.rejected = frames.rejected
-            out.meta["NREJECT"] = self.fused_.meta["NREJECT"]
-            notes.append("fused: " + "".join(self.fused_.meta["HISTORY"]))
-            notes.append(f"consistency=observation: Richardson-Lucy from the refined image "
-                         f"to chi2_red={out.meta['CHI2RED']:.3f} (stop: {out.meta['RLSTOP']})")
+        chain = _Chain(self, frames.with_rejected(self.fused_.rejected), shifts)
+        folds = min(self.folds, len(frames)) if len(frames) > 1 else 0
+        self.scores_, self.fold_images_ = None, {}
+        if folds:
+            with self._step("validate"):
+                self.scores_, self.fold_images_ = chain.validate(folds)
+        name = self._choice()
+        out, spread = chain.result(name, self.fused_, notes)
+        self.candidate_, self.result_ = name, out
+        if folds and (name != "fusion" or self.fusion == "reconstruct"):
+            # Drizzle's own variance is calibrated already; a deconvolution's is not.
+            out.uncertainty = uncertainty_like(np.where(out.mask, 0.0, self._fold_variance()),
+                                               out.uncertainty)
+            notes.append(f"uncertainty: the jackknife over the {folds} folds plus the spread of "
+                         f"the deconvolutions held to the frames, averaged over a Gaussian of "
+                         f"sigma {self.scale / 2:g} output pixels")
+            _record_scores(out.meta, self.scores_.reduced(), folds, name)
+            notes.append(f"held-out validation over {folds} folds of frames: reduced chi-square "
+                         + ", ".join(f"{k} {v:.5f}" for k, v in self.scores_.reduced().items())
+                         + f"; returned: {name}")
         return self._finish(out, notes, spread)
+
+    def photometry(self, apertures):
+        """Aperture sums of the last `run`'s result, with errors from its held-out folds.
+
+        Parameters
+        ----------
+        apertures : photutils aperture
+            Any ``photutils.aperture`` aperture, in the result's pixel
+            coordinates.
+
+        Returns
+        -------
+        `~astropy.table.QTable`
+            `photutils.aperture.aperture_photometry`'s table with
+            ``aperture_sum_err`` (`astrosr.validation.aperture_errors`: the
+            jackknife over the folds plus the candidates' spread; it holds
+            the correlations between the result's pixels that a sum of
+            per-pixel variances would miss).
+
+        Raises
+        ------
+        RuntimeError
+            Before a `run`, or after one with ``folds=0``.
+        """
+        from photutils.aperture import aperture_photometry
+
+        if not getattr(self, "fold_images_", None):
+            raise RuntimeError("photometry needs the held-out folds of a run: call run() "
+                               "first, with folds >= 2")
+        out = self.result_
+        table = aperture_photometry(np.asarray(out.data, dtype=float), apertures)
+        sums, errors = aperture_errors(out, self.fold_images_[self.candidate_], apertures,
+                                       self._alternatives())
+        table["aperture_sum"] = sums * out.unit
+        table["aperture_sum_err"] = errors * out.unit
+        return table
+
+    def _alternatives(self):
+        """The fold images of the other deconvolutions held to the frames."""
+        held = HELD_TO_DATA if self.fusion == "reconstruct" else HELD_TO_DATA[1:]
+        return [self.fold_images_[c] for c in held
+                if c in self.fold_images_ and c != self.candidate_]
+
+    def _fold_variance(self):
+        """The returned candidate's variance from the folds (`astrosr.validation.fold_variance`).
+
+        No pixel claims less than a thousandth of the median pixel's variance:
+        where every fold agrees exactly (a blank patch held at zero), the
+        folds are too few to say how much less.
+        """
+        var = fold_variance(self.fold_images_[self.candidate_], self._alternatives(),
+                            width=self.scale / 2)
+        return np.maximum(var, 1e-3 * np.median(var[~self.result_.mask]))
+
+    def _fusion_options(self):
+        """`astrosr.fuse`'s options of the fusion step (the grid included)."""
+        drizzle = {"pixfrac": self.pixfrac} if self.fusion == "drizzle" else {}
+        return dict(scale=self.scale, method=self.fusion, psf=self.psf_, reference=self.reference,
+                    **drizzle, **self.grid)
+
+    def _choice(self):
+        """The candidate to return: the best held-out predictor, or the one asked for."""
+        if self.refine is None:
+            return "fusion"
+        if self.consistency == "heldout":
+            if self.scores_ is None:
+                return "discrepancy"  # one frame: nothing to hold out
+            return self.scores_.choose(PREFERENCE)
+        return _CONSISTENCY_CANDIDATE[self.consistency]
 
     def _finish(self, out, notes, spread=None):
         if spread is not None and out.uncertainty is not None:
@@ -299,22 +401,123 @@ def _load_model(refine):
     return model
 
 
-def _refine(fused, frames, model, scale, tile, overlap, ensemble, progress):
-    """The network on the fused image (sky level removed and restored); mean, spread, note."""
-    from .inference import fill_masked, run_network, weights_hash
-    from .models.transform import stack_softening
+class _Chain:
+    """The candidates of a run, from the whole stack or from the stack less a fold of frames.
 
-    good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
-    data = np.asarray(fused.data, dtype=float)
-    _, level, _ = sigma_clipped_stats(data[good])
-    # The network saw the asinh of fused images on the scale of their frames' noise.
-    softening = stack_softening([f.data for f in frames], scale)
-    members = ensemble_size(ensemble)
-    mean, spread = run_network(model, fill_masked(data - level, good), int(tile), int(overlap), members,
-                            softening=softening, progress=progress)
-    note = (f"refined with {model.name} sha256={weights_hash(model)[:16]} tile={tile} "
-            f"overlap={overlap} ensemble={members}-fold")
-    return np.where(good, mean + level, 0.0), (spread if members > 1 else None), note
+    ``frames`` is the stack with the fusion's outliers rejected: every
+    candidate after the fusion, and every fold, uses that rejection.
+    """
+
+    def __init__(self, sr, frames, geometry):
+        self.sr, self.frames, self.geometry = sr, frames, geometry
+        self.model = None if sr.refine is None else _load_model(sr.refine)
+        self.softening = None
+        if self.model is not None:
+            from .models.transform import stack_softening
+
+            # The network saw the asinh of fused images on the scale of their frames' noise.
+            self.softening = stack_softening(list(frames.data), sr.scale)
+        self.grid = dict(sr.grid, reference=sr.reference)
+
+    @property
+    def names(self):
+        """The candidates: without a network, the fusion and the fit stopped by the discrepancy."""
+        return CANDIDATES if self.model is not None else ("fusion", "discrepancy")
+
+    def validate(self, k):
+        """Held-out reduced chi-square of every candidate over ``k`` folds, and the fold images."""
+        scores = HeldOutScores(self.names)
+        images = {name: [] for name in self.names}
+        for held in frame_folds(len(self.frames), k):
+            found = self._fold(held_out(self.frames, held), len(self.frames) - len(held))
+            maps = {}
+            for name, image in found.items():
+                maps[name], n_frames = heldout_chi2(image, self.frames, self.geometry, held,
+                                                    psf=self.sr.psf_, scale=self.sr.scale,
+                                                    **self.grid)
+                images[name].append(image)
+            scores.add(maps, n_frames)
+        return scores, images
+
+    def _fold(self, stack, n_used):
+        """Every candidate's image from ``stack`` (a fold held out), ``n_used`` frames in it."""
+        sr = self.sr
+        with warnings.catch_warnings():
+            # The whole stack's run has said what these would repeat (misfits, raw frames).
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fused = fuse(stack, self.geometry, reject=False, **sr._fusion_options())
+            found = {"fusion": fused.data}
+            refined = None
+            if self.model is not None:
+                refined, _, _ = self._refine(fused, n_used)
+                found["refined"] = refined
+            for stop in ("discrepancy", "converged"):
+                if stop in self.names:
+                    found[stop] = self._consistent(stack, refined, stop).data
+        return found
+
+    def result(self, name, fused, notes):
+        """The candidate ``name`` from the whole stack, with its ensemble spread (or None)."""
+        if name == "fusion":
+            return fused, None
+        refined = spread = None
+        if self.model is not None:
+            with self.sr._step("refine"):
+                refined, spread, note = self._refine(fused, len(self.frames))
+                notes.append(note)
+        if name == "refined":
+            out = fused.copy()
+            out.data = refined
+            for key in ("CHI2RED", "CHI2MAX", "CHI2OK", "RLSTOP"):
+                out.meta.pop(key, None)  # those of the fusion, not of this image
+            notes.append("returned the refined image: the raw network output, not held to "
+                         "the data")
+            return out, spread
+        with self.sr._step("consistency"):
+            out = self._consistent(self.frames, refined, name, progress=self.sr.progress)
+        out.rejected = self.frames.rejected
+        out.meta["NREJECT"] = fused.meta["NREJECT"]
+        notes.append("fused: " + "".join(fused.meta["HISTORY"]))
+        start = "a flat image" if refined is None else "the refined image"
+        notes.append(f"consistency: Richardson-Lucy from {start}, stop={name}, to "
+                     f"chi2_red={out.meta['CHI2RED']:.3f} (stop: {out.meta['RLSTOP']})")
+        return out, spread
+
+    def _consistent(self, stack, refined, stop, progress=False):
+        """The multi-frame fit from the refined image (None: a flat one), stopped by ``stop``."""
+        sr = self.sr
+        return fuse(stack, self.geometry, scale=sr.scale, method="reconstruct", psf=sr.psf_,
+                    reject=False, stop=stop, start=refined, max_iter=sr.max_iter,
+                    progress=progress, **self.grid)
+
+    def _refine(self, fused, n_used):
+        """The network on a fused image (sky level removed and restored); mean, spread, note."""
+        from .inference import fill_masked, run_network, weights_hash
+
+        sr = self.sr
+        good = ~np.asarray(fused.mask, dtype=bool)  # fuse always sets the mask
+        data = np.asarray(fused.data, dtype=float)
+        _, level, _ = sigma_clipped_stats(data[good])
+        # A fold's fusion has fewer frames, so its noise is that much higher.
+        softening = self.softening * np.sqrt(len(self.frames) / n_used)
+        members = ensemble_size(sr.ensemble)
+        mean, spread = run_network(self.model, fill_masked(data - level, good), int(sr.tile),
+                                   int(sr.overlap), members, softening=softening,
+                                   progress=sr.progress and n_used == len(self.frames))
+        note = (f"refined with {self.model.name} sha256={weights_hash(self.model)[:16]} "
+                f"tile={sr.tile} overlap={sr.overlap} ensemble={members}-fold")
+        return np.where(good, mean + level, 0.0), (spread if members > 1 else None), note
+
+
+def _record_scores(meta, scores, folds, name):
+    """The held-out scores, one key per candidate, and the candidate returned, into ``meta``."""
+    meta["NFOLDS"] = (int(folds), "frame folds of the held-out validation")
+    for candidate, value in scores.items():
+        if np.isfinite(value):
+            meta[SCORE_KEYS[candidate]] = (round(float(value), 5),
+                                           f"held-out reduced chi2: {candidate}")
+    meta["CANDIDAT"] = (name, "candidate returned (astrosr.MultiFrameSR)")
 
 
 def _describe(psf):

@@ -104,8 +104,13 @@ class FrameStack:
         return not bool(np.all(self.var_given))
 
     def background_variance(self):
-        """Per-frame inverse-variance weights: the median variance of the good pixels."""
-        return np.array([np.median(v[g]) for v, g in zip(self.var, self.good)])
+        """Per-frame inverse-variance weights: the median variance of the good pixels.
+
+        A frame without a good pixel (held out, or all off the output grid) has an
+        infinite variance: no weight.
+        """
+        return np.array([np.median(v[g]) if g.any() else np.inf
+                         for v, g in zip(self.var, self.good)])
 
     def with_rejected(self, rejected):
         """A stack sharing these frames, with the pixels ``rejected`` no longer good."""
