@@ -127,3 +127,148 @@ def test_make_sky_contents():
     assert np.count_nonzero(stars_only) <= 30
     assert stars_only.max() <= 2e5
     assert np.array_equal(sky, simulate.make_sky((128, 128), n_stars=30, n_galaxies=3, seed=4))
+
+
+# --------------------------------------------------------------------------- sky classes
+
+GENERATORS = {
+    "filamentary_nebula": simulate.filamentary_nebula,
+    "crowded_field": simulate.crowded_field,
+    "spiral_galaxy": simulate.spiral_galaxy,
+}
+
+
+def _spectral_slope(image):
+    """Least-squares slope of the radially averaged power spectrum, k in [2/n, 1/4] cycles/px."""
+    from scipy import fft
+
+    power = np.abs(fft.fft2(image - image.mean())) ** 2
+    k = np.hypot(fft.fftfreq(image.shape[0])[:, None], fft.fftfreq(image.shape[1])[None, :])
+    edges = np.geomspace(2 / min(image.shape), 0.25, 12)
+    idx = np.digitize(k.ravel(), edges)
+    kk = [k.ravel()[idx == i].mean() for i in range(1, len(edges))]
+    pp = [power.ravel()[idx == i].mean() for i in range(1, len(edges))]
+    return -np.polyfit(np.log(kk), np.log(pp), 1)[0]
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_sky_classes_are_seeded_non_negative_and_shaped(name):
+    make = GENERATORS[name]
+    a = make((48, 64), seed=3)
+    assert a.shape == (48, 64) and a.dtype == float and np.all(a >= 0) and a.sum() > 0
+    np.testing.assert_array_equal(a, make((48, 64), seed=3))
+    assert not np.array_equal(a, make((48, 64), seed=4))
+    gen = np.random.default_rng(5)
+    assert not np.array_equal(make((48, 64), seed=gen), make((48, 64), seed=gen))  # advanced
+    assert name in simulate.__all__
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("filamentary_nebula", {"width": 0.0}),
+    ("filamentary_nebula", {"diffuse": -1.0}),
+    ("crowded_field", {"flux_range": (10.0, 1.0)}),
+    ("crowded_field", {"cluster_fraction": 1.5}),
+    ("spiral_galaxy", {"arm_strength": 2.0}),
+    ("spiral_galaxy", {"inclination": 90.0}),
+    ("spiral_galaxy", {"flux": -1.0}),
+])
+def test_sky_classes_reject_bad_options(name, bad):
+    with pytest.raises(ValueError):
+        GENERATORS[name]((32, 32), seed=0, **bad)
+    with pytest.raises(ValueError, match="shape"):
+        GENERATORS[name]((1, 32), seed=0)
+
+
+@pytest.mark.parametrize("slope", [2.0, 3.0, 4.0])
+def test_gaussian_random_field_has_the_requested_spectral_slope(slope):
+    measured = [_spectral_slope(simulate.gaussian_random_field((128, 128), slope=slope, seed=s))
+                for s in range(4)]
+    assert np.mean(measured) == pytest.approx(slope, abs=0.2)
+    f = simulate.gaussian_random_field((64, 96), slope=slope, seed=0)
+    assert f.mean() == pytest.approx(0.0, abs=1e-12) and f.std() == pytest.approx(1.0)
+
+
+def test_make_sky_nebula_is_unchanged_by_the_shared_field():
+    # make_sky's nebulosity draws the same numbers as before gaussian_random_field existed.
+    field = simulate.gaussian_random_field((64, 64), slope=3.2, seed=2)
+    emission = np.exp(1.2 * field)
+    sky = simulate.make_sky((64, 64), n_stars=0, n_galaxies=0, nebula=True, nebula_flux=1.0,
+                            seed=2)
+    np.testing.assert_allclose(sky, emission / emission.mean(), rtol=1e-12)
+
+
+def test_filamentary_nebula_follows_its_slope_and_direction():
+    def slopes(slope):
+        return np.mean([_spectral_slope(simulate.filamentary_nebula((128, 128), slope=slope,
+                                                                    seed=s)) for s in range(3)])
+
+    # Thin filaments add small-scale power, but a steeper field gives a steeper image.
+    assert slopes(4.0) > slopes(3.0) + 0.3 > slopes(2.0) + 0.6
+    neb = simulate.filamentary_nebula((128, 128), seed=1, axis_ratio=4.0, angle=np.radians(30),
+                                      mean_flux=5.0)
+    assert neb.mean() == pytest.approx(5.0)
+    # Filaments run along the angle: the image varies least along it (structure tensor; the
+    # square Fourier grid pulls the measured direction a few degrees towards the diagonal).
+    gy, gx = np.gradient(np.log(neb))
+    tensor = np.array([[np.mean(gx * gx), np.mean(gx * gy)], [np.mean(gx * gy), np.mean(gy * gy)]])
+    w, vecs = np.linalg.eigh(tensor)
+    along = np.degrees(np.arctan2(vecs[1, 0], vecs[0, 0])) % 180
+    assert along == pytest.approx(30, abs=12) and w[1] > 2 * w[0]
+
+
+def test_crowded_field_luminosity_function_and_points():
+    image, stars = simulate.crowded_field((200, 200), seed=7, density=0.1, flux_range=(10.0, 1e6),
+                                          lf_slope=0.3, catalog=True)
+    assert len(stars) > 3000
+    assert image.sum() == pytest.approx(stars["flux"].sum(), rel=1e-10)  # flux conserved
+    # Maximum-likelihood index of dN/dF ∝ F**-a (Hill); a = 1 + 2.5 * lf_slope.
+    f = np.asarray(stars["flux"])
+    a = 1.0 + len(f) / np.log(f / 10.0).sum()
+    assert (a - 1.0) / 2.5 == pytest.approx(0.3, abs=0.015)
+    # The same seen in magnitudes: log10 counts per magnitude rise by lf_slope a magnitude.
+    m = -2.5 * np.log10(f)
+    counts, edges = np.histogram(m, bins=np.arange(-12.0, -3.0, 1.0))
+    fit = np.polyfit(0.5 * (edges[1:] + edges[:-1]), np.log10(counts), 1)[0]
+    assert fit == pytest.approx(0.3, abs=0.05)
+    assert np.all((stars["x"] >= -0.5) & (stars["x"] < 199.5))
+
+
+def test_crowded_field_stars_are_points_at_sub_pixel_positions():
+    image, stars = simulate.crowded_field((64, 64), seed=2, density=0.003, cluster_fraction=0.0,
+                                          catalog=True)
+    checked = 0
+    for x, y, flux in stars:
+        nearest = np.sort(np.hypot(stars["x"] - x, stars["y"] - y))[1]
+        if nearest < 4 or not (2 < x < 61 and 2 < y < 61):
+            continue
+        # An isolated star fills at most 2 x 2 pixels, with its flux and centroid exact.
+        iy, ix = int(np.floor(y)), int(np.floor(x))
+        patch = image[iy - 1:iy + 3, ix - 1:ix + 3]
+        yy, xx = np.mgrid[iy - 1:iy + 3, ix - 1:ix + 3]
+        assert np.count_nonzero(patch) <= 4 and patch.sum() == pytest.approx(flux)
+        assert (patch * xx).sum() / flux == pytest.approx(x, abs=1e-9)
+        assert (patch * yy).sum() / flux == pytest.approx(y, abs=1e-9)
+        checked += 1
+    assert checked >= 5
+
+
+def test_spiral_galaxy_flux_centre_and_arms():
+    plain = dict(inclination=0.0, dust=0.0, scale_length=12.0, bulge_fraction=0.1, pitch=20.0)
+    gal = simulate.spiral_galaxy((128, 128), seed=3, flux=2e4, **plain)
+    smooth = simulate.spiral_galaxy((128, 128), seed=3, arm_strength=0.0, **plain)
+    assert gal.sum() == pytest.approx(2e4)
+    yy, xx = np.mgrid[:128, :128]
+    # Centred: exactly without arms; the arms' random knots move the light a little.
+    for img, tol in ((smooth, 0.01), (gal, 2.0)):
+        assert (img * xx).sum() / img.sum() == pytest.approx(63.5, abs=tol)
+        assert (img * yy).sum() / img.sum() == pytest.approx(63.5, abs=tol)
+    r, phi = np.hypot(xx - 63.5, yy - 63.5), np.arctan2(yy - 63.5, xx - 63.5)
+    ring = (r > 12) & (r < 30)
+
+    def m2(img):  # amplitude of the m=2 azimuthal Fourier component in the ring
+        return abs((img[ring] * np.exp(-2j * phi[ring])).sum()) / img[ring].sum()
+
+    assert m2(gal) > 0.05 > 10 * m2(smooth)
+    # Dust takes light out of the galaxy but the total is still the flux asked for.
+    dusty = simulate.spiral_galaxy((128, 128), seed=3, flux=2e4, inclination=70.0, dust=2.0)
+    assert dusty.sum() == pytest.approx(2e4) and np.all(dusty >= 0)

@@ -80,3 +80,37 @@ def test_a_refinement_model_trains_on_them(pairs):
     assert card["data"]["sources"][0]["source"].endswith("FusedPairs")
     assert card["degradation"]["psf_sigma"] == [1.0, 1.2]
     assert "val_psnr" in model.card["metrics"]
+
+
+def test_split_holds_out_whole_images(tmp_path):
+    # Image i has values in [100 i, 100 i + 50]: a truth crop's values name its image.
+    rng = np.random.default_rng(2)
+    images = [100.0 * i + rng.uniform(0, 50, (64, 64)) for i in range(3)]
+    flat = Degradation(psf_sigma=(0.8, 0.8), moffat_fraction=0.0, flux_scale=(1.0, 1.0))
+    pairs = FusedPairs.simulate(images, 6, n_frames=2, size=4, method="drizzle",
+                                degradation=flat, seed=3, labels=["a", "b", "c"])
+    assert pairs.meta["images"] == ["a", "b", "c"] and pairs.n_images >= 2
+    for t, i in zip(pairs.truth, pairs.image_index, strict=True):
+        assert np.all(np.floor(t / 100) == i)
+    train, val = pairs.split(1)
+    assert set(train.image_index).isdisjoint(val.image_index)
+    assert len(train) + len(val) == 6 and set(val.image_index) == {pairs.image_index[-1]}
+    held = set(val.image_index)
+    assert all(not set(np.unique(np.floor(t / 100)).astype(int)) & held for t in train.truth)
+    assert len(pairs.split(1, by="pair")[1]) == 1
+    pairs.save(tmp_path / "p.npz")
+    np.testing.assert_array_equal(FusedPairs.load(tmp_path / "p.npz").image_index,
+                                  pairs.image_index)
+    with pytest.raises(ValueError, match="by must be"):
+        pairs.split(1, by="crop")
+
+
+def test_split_by_image_needs_two_images(pairs, tmp_path):
+    assert pairs.n_images == 1
+    with pytest.raises(ValueError, match="two images or more"):
+        pairs.split(1)
+    assert len(pairs.split(1, by="pair")[0]) == 2
+    # Pairs saved without image_index (earlier versions) load, with the images unknown.
+    np.savez_compressed(tmp_path / "old.npz", fused=pairs.fused, truth=pairs.truth,
+                        softening=pairs.softening, meta="{}")
+    assert FusedPairs.load(tmp_path / "old.npz").n_images is None

@@ -1,8 +1,11 @@
 """Training data: truths, and pairs observed through the observation model.
 
 Truths (skies on the fine grid) come from the user's FITS files, the Hubble
-Deep Field that ships with scikit-image, and synthetic skies
-(`astrosr.simulate.make_sky`): `training_images`.
+Deep Field that ships with scikit-image, and synthetic skies of several
+classes (`SYNTHETIC_CLASSES`, `synthetic_sky`): `training_images`, which
+can label each image with its class and a unique name. Evaluation holds out
+whole images, never crops of an image trained on: `hold_out`,
+`leave_one_out`, `split_validation`.
 
 A random crop of a truth (with a margin, so light from beyond the patch
 enters it as on a real detector), randomly flipped, rotated and scaled in
@@ -16,8 +19,10 @@ Noise is fresh at every call: `training_pairs`.
 """
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +30,9 @@ from .. import simulate
 from ..models.transform import forward, noise_sigma
 from ..psf import ArrayPSF, GaussianPSF, MoffatPSF
 
-__all__ = ["Degradation", "TrainingPairs", "training_images", "training_pairs"]
+__all__ = ["Degradation", "TrainingPairs", "training_images", "training_pairs", "ImageLabel",
+           "SYNTHETIC_CLASSES", "synthetic_sky", "hold_out", "leave_one_out", "split_validation",
+           "validation_images"]
 
 #: FITS file name endings searched in directories.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -33,85 +40,149 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 VAL_SEED = 2017
 #: Radius (coarse pixels) of the PSF kernels kept for the consistency term.
 CONSISTENCY_RADIUS = 4
+#: FWHM of a Gaussian in units of its sigma.
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+#: `Degradation`'s defaults before the wider ranges (`Degradation.legacy`).
+LEGACY_DEGRADATION = {"psf_sigma": (0.5, 1.5), "moffat_fraction": 0.3, "moffat_fwhm": (1.2, 3.0),
+                      "moffat_beta": (3.0, 5.0), "sky": (10.0, 1000.0), "read_noise": (2.0, 10.0),
+                      "flux_scale": (0.05, 20.0), "max_margin": 6}
+#: Classes of synthetic truths (`synthetic_sky`): ``"survey"`` is `astrosr.simulate.make_sky`'s
+#: mix of stars, galaxies and nebulosity (the only class before these were added); the others are
+#: `astrosr.simulate.crowded_field`, `~astrosr.simulate.filamentary_nebula` and
+#: `~astrosr.simulate.spiral_galaxy`, with foreground stars.
+SYNTHETIC_CLASSES = ("survey", "crowded_field", "filamentary_nebula", "spiral_galaxy")
 
-def training_images(paths=None, *, include_hdf=True, n_synthetic=8, synthetic_size=256, seed=0):
+
+class ImageLabel(NamedTuple):
+    """What a training image is (`training_images` with ``labels=True``).
+
+    Attributes
+    ----------
+    kind : str
+        Its class: ``"fits"`` (or the class the user gave its files),
+        ``"hdf"`` (the Hubble Deep Field), or one of `SYNTHETIC_CLASSES`.
+    name : str
+        Unique among the images: ``"fits:<path>"``, ``"hdf"``, ``"<kind>:<i>"``.
+    """
+
+    kind: str
+    name: str
+
+
+def training_images(paths=None, *, include_hdf=True, n_synthetic=8, synthetic_size=256, seed=0,
+                    classes=SYNTHETIC_CLASSES, labels=False):
     """Truths to train on: the user's FITS images, the Hubble Deep Field, synthetic skies.
 
     Parameters
     ----------
-    paths : str, Path or list of them, optional
+    paths : str, Path, list of them, or dict, optional
         FITS files, or directories searched (not recursively) for
-        ``*.fits``, ``*.fit``, ``*.fts`` (and ``.gz``). Each file gives its
-        first image HDU; NaN and inf pixels are filled with the background;
-        the background (sigma-clipped median) is subtracted, negative pixels
-        (the noise floor) are set to 0 because a truth is a non-negative
-        flux, and the image is scaled to a 99.9th percentile of 1000 (the
-        flux scale is randomised later). The image's own noise stays in the
-        truth: prefer deep images.
+        ``*.fits``, ``*.fit``, ``*.fts`` (and ``.gz``); a dict maps a class
+        name (``"star_field"``, ``"nebula"``...) to such paths, and labels
+        their images with it (otherwise their class is ``"fits"``). Each
+        file gives its first image HDU; NaN and inf pixels are filled with
+        the background; the background (sigma-clipped median) is subtracted,
+        negative pixels (the noise floor) are set to 0 because a truth is a
+        non-negative flux, and the image is scaled to a 99.9th percentile of
+        1000 (the flux scale is randomised later). The image's own noise
+        stays in the truth: prefer deep images.
     include_hdf : bool
         Add the Hubble Deep Field crop of scikit-image
         (`astrosr._data.hubble_deep_field`, 512 x 512, peak 3000).
     n_synthetic : int
-        Synthetic skies (`astrosr.simulate.make_sky`), with random numbers of
-        stars (20-300) and galaxies (0-15), nebulosity in 70 % of them.
+        Synthetic skies (`synthetic_sky`), the classes taken in turn.
     synthetic_size : int
         Side of the synthetic skies, fine pixels.
     seed : int
         Seed of the synthetic skies.
+    classes : sequence of str
+        Classes of the synthetic skies, from `SYNTHETIC_CLASSES`; with
+        ``("survey",)`` the skies are those of earlier versions (the same
+        seed gives the same images).
+    labels : bool
+        Also return an `ImageLabel` per image.
 
     Returns
     -------
-    list of numpy.ndarray
+    images : list of numpy.ndarray
         float32, non-negative 2-D images (flux per fine pixel).
+    labels : list of ImageLabel
+        With ``labels=True``, in the order of the images.
     """
-    return collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed)[0]
+    images, _, found = collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed,
+                                      classes=classes, labels=True)
+    return (images, found) if labels else images
 
 
-def collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed):
+def collect_images(paths, include_hdf, n_synthetic, synthetic_size, seed, *,
+                   classes=SYNTHETIC_CLASSES, labels=False):
     """The truths of `training_images`, and a description of each source for the model card.
 
     Parameters
     ----------
-    paths, include_hdf, n_synthetic, synthetic_size, seed
+    paths, include_hdf, n_synthetic, synthetic_size, seed, classes
         As in `training_images`.
+    labels : bool
+        Also return the labels.
 
     Returns
     -------
     images : list of numpy.ndarray
         The truths, as `training_images` returns them.
     described : list of dict
-        One entry per FITS file (``source``, ``path``, ``shape``), one for
-        the Hubble Deep Field, and one for all the synthetic skies
-        (``source``, ``n``, ``size``, ``seed``).
+        One entry per FITS file (``source``, ``path``, ``shape``, ``kind``),
+        one for the Hubble Deep Field, and one for all the synthetic skies
+        (``source``, ``n``, ``size``, ``seed``, ``classes``: the count of
+        each class).
+    labels : list of ImageLabel
+        With ``labels=True``.
 
     Raises
     ------
     ValueError
-        If there is no image at all.
+        If there is no image at all, or a class is unknown.
     """
-    images, described = [], []
-    for path in _fits_paths(paths):
+    images, described, found = [], [], []
+    for kind, path in _fits_paths(paths):
         images.append(_read_truth(path))
-        described.append({"source": "fits", "path": str(path), "shape": list(images[-1].shape)})
+        found.append(ImageLabel(kind, f"fits:{path}"))
+        described.append({"source": "fits", "path": str(path), "shape": list(images[-1].shape),
+                          "kind": kind})
     if include_hdf:
         from .._data import hubble_deep_field
 
         images.append(hubble_deep_field().astype(np.float32))
+        found.append(ImageLabel("hdf", "hdf"))
         described.append({"source": "skimage.data.hubble_deep_field", "shape": [512, 512]})
-    n_synthetic = check_int(n_synthetic, "n_synthetic", minimum=0)
+    kinds = _synthetic_kinds(check_int(n_synthetic, "n_synthetic", minimum=0), classes)
     rng = np.random.default_rng(seed)
-    images += [synthetic_sky(rng, synthetic_size) for _ in range(n_synthetic)]
-    if n_synthetic:
-        described.append({"source": "astrosr.simulate.make_sky", "n": n_synthetic,
-                          "size": int(synthetic_size), "seed": seed})
+    images += [synthetic_sky(rng, synthetic_size, kind=k) for k in kinds]
+    found += [ImageLabel(k, f"{k}:{i}") for i, k in enumerate(kinds)]
+    if kinds:
+        described.append({"source": "astrosr.training.data.synthetic_sky", "n": len(kinds),
+                          "size": int(synthetic_size), "seed": seed,
+                          "classes": dict(Counter(kinds))})
     if not images:
         raise ValueError("no training images: give FITS paths, include_hdf=True or n_synthetic > 0")
-    return images, described
+    return (images, described, found) if labels else (images, described)
+
+
+def _synthetic_kinds(n, classes):
+    """``n`` class names, ``classes`` taken in turn (checked against `SYNTHETIC_CLASSES`)."""
+    classes = [classes] if isinstance(classes, str) else list(classes)
+    unknown = [c for c in classes if c not in SYNTHETIC_CLASSES]
+    if unknown or not classes:
+        raise ValueError(f"classes must be a non-empty selection of {SYNTHETIC_CLASSES}, "
+                         f"got {unknown or classes}")
+    return [classes[i % len(classes)] for i in range(n)]
 
 
 def _fits_paths(paths):
+    """``(kind, path)`` of every FITS file named or found in a directory."""
     if paths is None:
         return []
+    if isinstance(paths, dict):
+        return [(str(kind), p) for kind, group in paths.items() for _, p in _fits_paths(group)]
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = []
@@ -120,9 +191,9 @@ def _fits_paths(paths):
             found = sorted(f for f in p.iterdir() if f.name.lower().endswith(FITS_SUFFIXES))
             if not found:
                 raise ValueError(f"directory {p} has no FITS files ({', '.join(FITS_SUFFIXES)})")
-            out += found
+            out += [("fits", f) for f in found]
         elif p.is_file():
-            out.append(p)
+            out.append(("fits", p))
         else:
             raise FileNotFoundError(f"no such FITS file or directory: {p}")
     return out
@@ -153,27 +224,77 @@ def _read_truth(path):
     return (data * (1000.0 / peak)).astype(np.float32)
 
 
-def synthetic_sky(rng, size):
-    """One random synthetic sky (`astrosr.simulate.make_sky`), as `training_images` draws them.
+def synthetic_sky(rng, size, *, kind="survey"):
+    """One random synthetic sky of a class, as `training_images` draws them.
 
     Parameters
     ----------
     rng : numpy.random.Generator
-        Draws the numbers of stars (20-299) and galaxies (0-15), the
-        nebulosity (70 % of the time) and its flux; advanced.
+        Draws the sky's parameters and the sky; advanced.
     size : int
         Side of the sky, fine pixels.
+    kind : str
+        One of `SYNTHETIC_CLASSES`:
+
+        ``"survey"``
+            `astrosr.simulate.make_sky` with 20-299 stars, 0-15 galaxies and,
+            70 % of the time, nebulosity of 1-100 per fine pixel (log-uniform).
+        ``"crowded_field"``
+            `astrosr.simulate.crowded_field`: 0.005-0.05 stars per fine pixel
+            (log-uniform), luminosity-function slope 0.2-0.4, 0-80 % of them
+            in a cluster.
+        ``"filamentary_nebula"``
+            `astrosr.simulate.filamentary_nebula` (index 2.5-4, width 0.1-0.3,
+            1-100 per fine pixel) with 10-99 foreground stars.
+        ``"spiral_galaxy"``
+            `astrosr.simulate.spiral_galaxy` (total flux 1e4-1e6, log-uniform;
+            dust 0-2) with 0-29 foreground stars and 0-4 small galaxies.
 
     Returns
     -------
     numpy.ndarray
-        float32, ``(size, size)``.
+        float32, ``(size, size)``, non-negative.
     """
-    sky = simulate.make_sky(
-        (size, size), n_stars=int(rng.integers(20, 300)), n_galaxies=int(rng.integers(0, 16)),
+    if kind not in SYNTHETIC_CLASSES:
+        raise ValueError(f"kind must be one of {SYNTHETIC_CLASSES}, got {kind!r}")
+    shape = (check_int(size, "size", minimum=8),) * 2
+    return _SKY_MAKERS[kind](rng, shape).astype(np.float32)
+
+
+def _survey(rng, shape):
+    return simulate.make_sky(
+        shape, n_stars=int(rng.integers(20, 300)), n_galaxies=int(rng.integers(0, 16)),
         nebula=bool(rng.random() < 0.7), nebula_flux=float(np.exp(rng.uniform(0.0, np.log(100.0)))),
         seed=rng)
-    return sky.astype(np.float32)
+
+
+def _crowded(rng, shape):
+    return simulate.crowded_field(shape, density=_log_uniform(rng, (0.005, 0.05)),
+                                  lf_slope=rng.uniform(0.2, 0.4),
+                                  cluster_fraction=rng.uniform(0.0, 0.8), seed=rng)
+
+
+def _filaments(rng, shape):
+    nebula = simulate.filamentary_nebula(shape, slope=rng.uniform(2.5, 4.0),
+                                         width=rng.uniform(0.1, 0.3),
+                                         mean_flux=_log_uniform(rng, (1.0, 100.0)), seed=rng)
+    return nebula + _foreground(rng, shape, int(rng.integers(10, 100)), 0)
+
+
+def _spiral(rng, shape):
+    galaxy = simulate.spiral_galaxy(shape, flux=_log_uniform(rng, (1e4, 1e6)),
+                                    dust=rng.uniform(0.0, 2.0), seed=rng)
+    return galaxy + _foreground(rng, shape, int(rng.integers(0, 30)), int(rng.integers(0, 5)))
+
+
+def _foreground(rng, shape, n_stars, n_galaxies):
+    """Stars (and small galaxies) in front of or behind a nebula or a galaxy."""
+    return simulate.make_sky(shape, n_stars=n_stars, n_galaxies=n_galaxies, nebula=False,
+                             galaxy_flux=(500.0, 5e3), seed=rng)
+
+
+_SKY_MAKERS = {"survey": _survey, "crowded_field": _crowded, "filamentary_nebula": _filaments,
+               "spiral_galaxy": _spiral}
 
 
 # =========================================================================== pairs
@@ -185,14 +306,19 @@ class Degradation:
 
     The PSF is Gaussian, or (``moffat_fraction`` of the time) Moffat, the
     profile of seeing-limited stars with extended wings; widths are in coarse
-    pixels, from well sampled to barely sampled. Sky and read noise span
-    space- to ground-based levels; the flux scale moves the same truth from
-    noise-dominated to bright (all per coarse pixel, in electrons, gain 1).
+    pixels, by default FWHM 1 (barely sampled) to 4 (well sampled, as in
+    poor seeing), and Moffat indices 2.5-4.5 (broad to moderate wings). Sky
+    and read noise span photon-starved (a fraction of an electron of sky a
+    pixel, under the read noise: narrow bands, short exposures, space) to
+    bright (1e4 electrons: a bright ground-based sky); the flux scale moves
+    the same truth from noise-dominated to bright (all per coarse pixel, in
+    electrons, gain 1). `Degradation.legacy` gives the ranges of earlier
+    versions.
 
     Attributes
     ----------
     psf_sigma : tuple of float
-        Gaussian sigma, uniform, coarse pixels (0.5-1.5: FWHM 1.2-3.5).
+        Gaussian sigma, uniform, coarse pixels (0.425-1.70: FWHM 1-4).
     moffat_fraction : float
         Probability of a Moffat PSF.
     moffat_fwhm : tuple of float
@@ -210,14 +336,33 @@ class Degradation:
         light from beyond it enters; wider PSF wings come from a mirror image.
     """
 
-    psf_sigma: tuple = (0.5, 1.5)
-    moffat_fraction: float = 0.3
-    moffat_fwhm: tuple = (1.2, 3.0)
-    moffat_beta: tuple = (3.0, 5.0)
-    sky: tuple = (10.0, 1000.0)
-    read_noise: tuple = (2.0, 10.0)
+    psf_sigma: tuple = (1.0 / FWHM_PER_SIGMA, 4.0 / FWHM_PER_SIGMA)
+    moffat_fraction: float = 0.5
+    moffat_fwhm: tuple = (1.0, 4.0)
+    moffat_beta: tuple = (2.5, 4.5)
+    sky: tuple = (0.3, 1e4)
+    read_noise: tuple = (1.0, 12.0)
     flux_scale: tuple = (0.05, 20.0)
     max_margin: int = 6
+
+    @classmethod
+    def legacy(cls, **changes):
+        """The default ranges of earlier versions, with ``changes``.
+
+        Gaussian sigma 0.5-1.5 (FWHM 1.2-3.5), 30 % Moffat of FWHM 1.2-3 and
+        beta 3-5, sky 10-1000, read noise 2-10 (`LEGACY_DEGRADATION`): a
+        pair source seeded as before draws the same pairs from them.
+
+        Parameters
+        ----------
+        **changes
+            Fields to set otherwise, as in the constructor.
+
+        Returns
+        -------
+        Degradation
+        """
+        return cls(**{**LEGACY_DEGRADATION, **changes})
 
     def draw(self, rng):
         """One random ``(psf, sky, read_noise, flux_scale)``."""
@@ -373,8 +518,98 @@ def _fit_kernel(kernel, side):
     return k / k.sum()
 
 
-def split_validation(images, crop):
-    """Hold out a band at the bottom of each image tall enough; training never sees it.
+def _keys(images, labels):
+    """The name of each image (its label's, or its index as a string)."""
+    if labels is None:
+        return [str(i) for i in range(len(images))]
+    if len(labels) != len(images):
+        raise ValueError(f"labels must have one entry per image: {len(labels)} for "
+                         f"{len(images)} images")
+    names = [lab.name if isinstance(lab, ImageLabel) else str(lab) for lab in labels]
+    if len(set(names)) != len(names):
+        raise ValueError("labels must name each image once")
+    return names
+
+
+def hold_out(images, held, *, labels=None):
+    """Split images into training and held-out sets by whole image.
+
+    Parameters
+    ----------
+    images : list of array_like
+        The truths.
+    held : iterable of int or str
+        The images to hold out: indices, or names (the ``name`` of their
+        `ImageLabel`, or the label itself when labels are strings).
+    labels : list of ImageLabel or str, optional
+        One per image (`training_images` with ``labels=True``).
+
+    Returns
+    -------
+    train_images, held_images : list
+        The images, in their order; no image is in both.
+
+    Raises
+    ------
+    ValueError
+        If a held image is not among the images.
+    """
+    names = _keys(images, labels)
+    held = {names[h] if isinstance(h, (int, np.integer)) and not isinstance(h, bool)
+            and 0 <= h < len(names) else h for h in held}
+    unknown = held - set(names)
+    if unknown:
+        raise ValueError(f"held-out images {sorted(map(str, unknown))} are not among the "
+                         f"{len(names)} images")
+    return ([im for im, n in zip(images, names) if n not in held],
+            [im for im, n in zip(images, names) if n in held])
+
+
+def leave_one_out(images, *, labels=None):
+    """Leave-one-image-out folds: each image held out in turn, trained on the others.
+
+    Parameters
+    ----------
+    images : list of array_like
+        At least two truths.
+    labels : list of ImageLabel or str, optional
+        One per image; they name the folds.
+
+    Yields
+    ------
+    name : str
+        The held-out image's name (its index as a string without labels).
+    train_images : list
+        Every other image.
+    held_image : array_like
+    """
+    if len(images) < 2:
+        raise ValueError("leave_one_out needs at least two images")
+    for name in _keys(images, labels):
+        train, (held,) = hold_out(images, [name], labels=labels)
+        yield name, train, held
+
+
+def validation_images(images, crop, *, labels=None):
+    """The images `split_validation` holds out whole: indices, one per class that has two.
+
+    An image qualifies if it is at least ``crop`` on a side; among those of
+    a class (``labels``' kinds; all one class without labels), the last is
+    held out where another stays to train on. Empty if none can be.
+    """
+    kinds = ["all"] * len(images) if labels is None else [
+        lab.kind if isinstance(lab, ImageLabel) else "all" for lab in labels]
+    big = [i for i, im in enumerate(images) if min(np.shape(im)[:2]) >= crop]
+    held = []
+    for kind in dict.fromkeys(kinds):
+        members = [i for i in big if kinds[i] == kind]
+        if len(members) >= 2:
+            held.append(members[-1])
+    return sorted(held)
+
+
+def split_validation(images, crop, *, labels=None):
+    """Hold out whole images for validation; training never sees a crop of them.
 
     Parameters
     ----------
@@ -382,16 +617,26 @@ def split_validation(images, crop):
         2-D truths.
     crop : int
         Side of the crops drawn from them, fine pixels.
+    labels : list of ImageLabel, optional
+        One per image (`training_images` with ``labels=True``): one image of
+        each class that has at least two is held out, so that validation
+        covers the classes. Without labels, the last image.
 
     Returns
     -------
     train_images : list of numpy.ndarray
-        Every image; those at least ``3 * crop`` tall and ``crop`` wide lose
-        their bottom band.
+        The images trained on.
     val_images : list of numpy.ndarray
-        The bands held out: ``max(crop, 15 %)`` of the height of each image
-        tall enough (empty if none is).
+        The images held out (`validation_images`): whole images, never also
+        in ``train_images``. Only where no image can be held out whole (a
+        single image, or one per class) the bottom band of each image tall
+        enough (``max(crop, 15 %)`` of its height, for images at least
+        ``3 * crop`` tall and ``crop`` wide) is held out instead, and the
+        images trained on lose it; empty if no image is tall enough.
     """
+    held = validation_images(images, crop, labels=labels)
+    if held:
+        return hold_out(images, held)
     train_imgs, val_imgs = [], []
     for im in images:
         if im.shape[0] >= 3 * crop and im.shape[1] >= crop:

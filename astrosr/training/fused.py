@@ -8,7 +8,9 @@ dithered stack through `astrosr.simulate.observe` (PSF, noise and flux drawn
 from a `Degradation`), fused with `astrosr.fuse`, and the interior of the
 fused image is paired with the truth. Fusing costs about a second per stack,
 so the pairs are made once (`FusedPairs.simulate`), saved (`save`/`load`)
-and cropped at random during training (`batch`).
+and cropped at random during training (`batch`). Each pair remembers the
+truth image it was cut from, so that validation holds out whole images
+(`FusedPairs.split`): no crop of a held-out image is trained on.
 """
 
 import numpy as np
@@ -35,11 +37,15 @@ class FusedPairs:
         Softening of the asinh transform of each pair (`stack_softening`).
     meta : dict, optional
         How the pairs were made (for the model card).
+    image_index : numpy.ndarray ``(n,)`` of int, optional
+        The truth image each pair was cut from (an index into the images
+        given to `simulate`; their names are ``meta["images"]``). Unknown
+        (None) for pairs saved by earlier versions.
     """
 
     scale = 1
 
-    def __init__(self, fused, truth, softening, *, meta=None):
+    def __init__(self, fused, truth, softening, *, meta=None, image_index=None):
         self.fused = np.asarray(fused, dtype=np.float32)
         self.truth = np.asarray(truth, dtype=np.float32)
         self.softening = np.asarray(softening, dtype=np.float32)
@@ -49,13 +55,16 @@ class FusedPairs:
         if self.softening.shape != (len(self.fused),):
             raise ValueError("softening needs one value per pair")
         self.meta = dict(meta or {})
+        self.image_index = None if image_index is None else np.asarray(image_index, np.int64)
+        if self.image_index is not None and self.image_index.shape != (len(self.fused),):
+            raise ValueError("image_index needs one value per pair")
 
     def __len__(self):
         return len(self.fused)
 
     @classmethod
     def simulate(cls, images, n, *, scale=4, n_frames=16, size=32, method="reconstruct",
-                 degradation=None, seed=None, progress=False):
+                 degradation=None, seed=None, progress=False, labels=None):
         """Observe random truth crops as dithered stacks and fuse them.
 
         Parameters
@@ -78,6 +87,10 @@ class FusedPairs:
         seed : int, optional
         progress : bool
             Show a progress bar.
+        labels : list of ImageLabel or str, optional
+            Names of the images (`astrosr.training.training_images` with
+            ``labels=True``), recorded in ``meta["images"]``; default their
+            indices.
         """
         from tqdm.auto import tqdm
 
@@ -85,43 +98,95 @@ class FusedPairs:
         deg = degradation or Degradation()
         n, scale, size = (check_int(v, k) for k, v in (("n", n), ("scale", scale), ("size", size)))
         crop = (size + 2 * MARGIN) * scale
-        usable = [np.asarray(im, np.float32) for im in images if min(np.shape(im)) >= crop]
+        usable = [i for i, im in enumerate(images) if min(np.shape(im)) >= crop]
         if not usable:
             raise ValueError(f"no image is at least (size + {2 * MARGIN}) * scale = {crop} pixels "
                              "on a side")
-        area = np.array([im.size for im in usable], dtype=float)
+        arrays = {i: np.asarray(images[i], np.float32) for i in usable}
+        area = np.array([arrays[i].size for i in usable], dtype=float)
         out = np.empty((2, n, size * scale, size * scale), np.float32)
         soft = np.empty(n, np.float32)
+        index = np.empty(n, np.int64)
         for i in tqdm(range(n), disable=not progress, desc="fused pairs"):
-            img = usable[rng.choice(len(usable), p=area / area.sum())]
-            out[0, i], out[1, i], soft[i] = _fused_pair(img, rng, deg, scale, n_frames, size, method)
+            index[i] = usable[rng.choice(len(usable), p=area / area.sum())]
+            out[0, i], out[1, i], soft[i] = _fused_pair(arrays[index[i]], rng, deg, scale, n_frames,
+                                                        size, method)
+        names = [getattr(lab, "name", lab) for lab in labels] if labels is not None else None
         meta = {"n_stacks": n, "scale": scale, "n_frames": n_frames, "size": size,
-                "fusion": method, "degradation": deg.to_dict(), "seed": seed}
-        return cls(out[0], out[1], soft, meta=meta)
+                "fusion": method, "degradation": deg.to_dict(), "seed": seed,
+                "images": [str(x) for x in (names or range(len(images)))]}
+        return cls(out[0], out[1], soft, meta=meta, image_index=index)
 
     def save(self, path):
         """Write the pairs to a ``.npz`` file."""
         import json
 
+        extra = {} if self.image_index is None else {"image_index": self.image_index}
         np.savez_compressed(path, fused=self.fused, truth=self.truth, softening=self.softening,
-                            meta=json.dumps(self.meta))
+                            meta=json.dumps(self.meta), **extra)
 
     @classmethod
     def load(cls, path):
-        """Read pairs written by `save`."""
+        """Read pairs written by `save` (those of earlier versions have no ``image_index``)."""
         import json
 
         with np.load(path) as f:
-            return cls(f["fused"], f["truth"], f["softening"], meta=json.loads(str(f["meta"])))
+            index = f["image_index"] if "image_index" in f.files else None
+            return cls(f["fused"], f["truth"], f["softening"], meta=json.loads(str(f["meta"])),
+                       image_index=index)
 
-    def split(self, n_val):
-        """``(train, validation)``: the last ``n_val`` pairs held out."""
+    @property
+    def n_images(self):
+        """Number of distinct truth images the pairs were cut from (None if unknown)."""
+        return None if self.image_index is None else len(np.unique(self.image_index))
+
+    def split(self, n_val, *, by="image"):
+        """``(train, validation)``, at least ``n_val`` pairs held out.
+
+        Parameters
+        ----------
+        n_val : int
+            Least number of validation pairs (fewer than the pairs).
+        by : {"image", "pair"}
+            ``"image"``: every pair of the images of the last pairs is held
+            out, image by image from the last pair back, until there are
+            ``n_val``; no pair of a held-out image is trained on (needs
+            `image_index` and two images or more). ``"pair"``: the last
+            ``n_val`` pairs, whose images may also give training pairs.
+
+        Returns
+        -------
+        train, validation : FusedPairs
+        """
         n_val = check_int(n_val, "n_val")
         if n_val >= len(self):
             raise ValueError(f"n_val must be smaller than the {len(self)} pairs")
-        cut = len(self) - n_val
-        return (FusedPairs(self.fused[:cut], self.truth[:cut], self.softening[:cut], meta=self.meta),
-                FusedPairs(self.fused[cut:], self.truth[cut:], self.softening[cut:], meta=self.meta))
+        if by == "pair":
+            held = np.arange(len(self)) >= len(self) - n_val
+        elif by == "image":
+            held = self._held_by_image(n_val)
+        else:
+            raise ValueError(f"by must be 'image' or 'pair', got {by!r}")
+        return self._subset(~held), self._subset(held)
+
+    def _held_by_image(self, n_val):
+        if not (self.n_images or 0) >= 2:
+            raise ValueError("holding out by image needs pairs from two images or more, with "
+                             "their image_index (FusedPairs.simulate records it); or by='pair'")
+        held = np.zeros(len(self), bool)
+        for i in self.image_index[::-1]:
+            if held.sum() >= n_val:
+                break
+            held |= self.image_index == i
+        if held.all():
+            raise ValueError(f"holding out whole images for {n_val} pairs leaves none to train on: "
+                             "a smaller n_val, or pairs from more images")
+        return held
+
+    def _subset(self, keep):
+        index = None if self.image_index is None else self.image_index[keep]
+        return FusedPairs(self.fused[keep], self.truth[keep], self.softening[keep], meta=self.meta,
+                          image_index=index)
 
     def batch(self, n, patch, rng):
         """``n`` random ``patch``-sided crops (random symmetry) as `TrainingPairs` at scale 1."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import (CONSISTENCY_RADIUS, VAL_SEED, Degradation, check_int, collect_images,
-                   split_validation, synthetic_sky, training_pairs)
+                   split_validation, synthetic_sky, training_pairs, validation_images)
 
 __all__ = ["train", "STAGES", "MODELS", "LOSS_WEIGHTS"]
 
@@ -248,8 +248,10 @@ class _Data:
     def __init__(self, images, paths, include_hdf, n_synthetic, seed, scale, patch, deg, n_val):
         if images is not None and paths is not None:
             raise ValueError("give images (arrays) or paths (FITS files), not both")
+        labels = None
         if images is None:
-            images, self.described = collect_images(paths, include_hdf, n_synthetic, 256, seed)
+            images, self.described, labels = collect_images(paths, include_hdf, n_synthetic, 256,
+                                                            seed, labels=True)
         else:
             images = [np.asarray(im, dtype=np.float32) for im in images]
             self.described = [{"source": "arrays", "n": len(images),
@@ -257,10 +259,9 @@ class _Data:
         self.scale, self.patch, self.deg = scale, patch, deg
         self.degradation = deg.to_dict()
         crop = (patch + 2 * deg.max_margin) * scale
-        self.train_images, val_images = split_validation(images, crop)
-        if val_images:
-            self.validation = f"bottom bands of {len(val_images)} image(s), never trained on"
-        else:
+        self.train_images, val_images = split_validation(images, crop, labels=labels)
+        self.validation = _validation_text(images, val_images, labels, crop)
+        if not val_images:
             size = max(256, 2 * crop)
             val_images = [synthetic_sky(np.random.default_rng(VAL_SEED), size)]
             self.validation = f"a synthetic sky ({size}x{size}, seed {VAL_SEED}) never trained on"
@@ -273,6 +274,17 @@ class _Data:
                               degradation=self.deg, seed=rng)
 
 
+def _validation_text(images, val_images, labels, crop):
+    """How the validation images were held out, for the model card."""
+    if not val_images:
+        return ""
+    held = validation_images(images, crop, labels=labels)
+    if not held:
+        return f"bottom bands of {len(val_images)} image(s), never trained on"
+    names = [labels[i].name if labels else f"image {i}" for i in held]
+    return f"whole images held out, never trained on: {', '.join(names)}"
+
+
 class _PairData:
     """Ready-made pairs (`FusedPairs`): held-out validation crops and random training crops."""
 
@@ -280,13 +292,17 @@ class _PairData:
         if scale != pairs.scale:
             raise ValueError(f"the pairs are for a scale-{pairs.scale} model, "
                              f"got a scale-{scale} one")
-        self.pairs, val_pairs = pairs.split(max(1, min(n_val // 4, len(pairs) // 5)))
+        by = "image" if (pairs.n_images or 0) >= 2 else "pair"
+        self.pairs, val_pairs = pairs.split(max(1, min(n_val // 4, len(pairs) // 5)), by=by)
         self.patch, self.scale = patch, scale
         self.val = val_pairs.batch(n_val, patch, VAL_SEED)
         self.val_xy = self.val.network_arrays()
         self.described = [{"source": "astrosr.training.fused.FusedPairs", "n": len(pairs),
                            **pairs.meta}]
-        self.validation = f"crops of the last {len(val_pairs)} pairs, never trained on"
+        self.validation = (f"crops of the {len(val_pairs)} pairs of {val_pairs.n_images} whole "
+                           "image(s) held out, never trained on" if by == "image" else
+                           f"crops of the last {len(val_pairs)} pairs, never trained on (their "
+                           "images may also give training pairs)")
         self.degradation = dict(pairs.meta.get("degradation", {}))
 
     def batch(self, n, rng):
