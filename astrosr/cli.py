@@ -443,6 +443,8 @@ def _pipeline_options(args):
     return dict(scale=args.scale, fusion=args.fusion,
                 refine=None if args.refine == "none" else args.refine, psf=psf,
                 reference=args.reference, ensemble=args.ensemble, tile=args.tile,
+                folds=args.folds,
+                consistency=None if args.consistency == "none" else args.consistency,
                 psf_options=_psf_options(args, psf), bias=args.bias, dark=args.dark,
                 flat=args.flat, calibrate=args.calibrate, **_output_grid(args))
 
@@ -853,6 +855,14 @@ def _refine_options(p):
     p.add_argument("--tile", type=_tile_int, default=256,
                    help="refinement tile side, output pixels (default 256; smaller uses less "
                         "memory)")
+    p.add_argument("--folds", type=int, default=4, metavar="K",
+                   help="held-out validation over K folds of the frames (default 4; the run "
+                        "costs about K + 1 times one without it); 0: none")
+    p.add_argument("--consistency", choices=["heldout", "observation", "converged", "none"],
+                   default="heldout",
+                   help="what is returned: the candidate that best predicts held-out frames "
+                        "(default), the refined image held to the frames (discrepancy stop, or "
+                        "converged), or the raw network output (none)")
     _ensemble_option(p, 1)
 
 

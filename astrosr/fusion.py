@@ -382,7 +382,8 @@ def _frame_weights(stack, weights):
             raise ValueError("weights must be finite and >= 0")
     w = np.where(stack.good, w, 0.0)
     for i in range(n):
-        if not w[i].any():
+        # A frame without a good pixel (held out) has nothing to weigh.
+        if stack.good[i].any() and not w[i].any():
             raise ValueError(f"weights of frame {i} are all zero: drop the frame instead")
     return w
 

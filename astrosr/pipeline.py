@@ -279,6 +279,7 @@ class MultiFrameSR:
             notes.append(f"uncertainty: the jackknife over the {folds} folds plus the spread of "
                          f"the deconvolutions held to the frames, averaged over a Gaussian of "
                          f"sigma {self.scale / 2:g} output pixels")
+        if folds:
             _record_scores(out.meta, self.scores_.reduced(), folds, name)
             notes.append(f"held-out validation over {folds} folds of frames: reduced chi-square "
                          + ", ".join(f"{k} {v:.5f}" for k, v in self.scores_.reduced().items())
@@ -460,7 +461,7 @@ class _Chain:
     def result(self, name, fused, notes):
         """The candidate ``name`` from the whole stack, with its ensemble spread (or None)."""
         if name == "fusion":
-            return fused, None
+            return fused.copy(), None  # fused_ keeps its own uncertainty
         refined = spread = None
         if self.model is not None:
             with self.sr._step("refine"):

@@ -97,8 +97,8 @@ def run_methods(stack, shifts):
     return out
 
 
-def observed(truth, seed):
-    stack = simulate.observe(truth, n_frames=N_FRAMES, scale=SCALE, psf=PSF, sky=SKY,
+def observed(truth, seed, psf=PSF):
+    stack = simulate.observe(truth, n_frames=N_FRAMES, scale=SCALE, psf=psf, sky=SKY,
                              read_noise=READ_NOISE, seed=seed)
     for f in stack.frames:
         f.data = f.data - SKY

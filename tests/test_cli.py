@@ -125,7 +125,16 @@ def test_pipeline_without_refinement_and_evaluate(tmp_path, frame_files):
     out, truth = tmp_path / "sr.fits", tmp_path / "truth.fits"
     assert cli.main(["pipeline", str(folder / "f*.fits"), "--psf", "gaussian:1.0", "--refine",
                      "none", "-o", str(out), "--quiet"]) == 0
-    assert "astrosr.MultiFrameSR" in "".join(CCDData.read(out).header["HISTORY"])
+    header = CCDData.read(out).header
+    assert "astrosr.MultiFrameSR" in "".join(header["HISTORY"])
+    # The held-out scores survive the round trip through FITS.
+    assert header["NFOLDS"] == 4 and header["CANDIDAT"] == "fusion"
+    assert 0.5 < header["PCHI2FUS"] < 2.0 and 0.5 < header["PCHI2DIS"] < 2.0
+    quick = tmp_path / "quick.fits"
+    assert cli.main(["pipeline", str(folder / "f*.fits"), "--psf", "gaussian:1.0", "--refine",
+                     "none", "--folds", "0", "--consistency", "observation", "-o", str(quick),
+                     "--quiet"]) == 0
+    assert "NFOLDS" not in CCDData.read(quick).header
     write_fits(stack.truth, truth)
     proc = _run("evaluate", out, "--truth", truth, "--json")
     assert proc.returncode == 0, proc.stderr

@@ -208,6 +208,7 @@ def test_reconstruction_uncertainty_is_calibrated(stack):
     sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None)
     out = sr.run(frames, st.shifts)
     np.testing.assert_array_equal(out.data, sr.fused_.data)
+    assert not np.array_equal(out.uncertainty.array, sr.fused_.uncertainty.array)
     truth = st.truth.data
     inner = np.zeros(truth.shape, dtype=bool)
     inner[8:-8, 8:-8] = True
@@ -244,3 +245,12 @@ def test_photometry_needs_the_folds(stack):
     assert "NFOLDS" not in out.meta
     with pytest.raises(RuntimeError, match="folds >= 2"):
         sr.photometry(None)
+
+
+def test_a_drizzled_result_keeps_its_own_variance(stack):
+    """Drizzle's variance is calibrated already: the folds score it but do not replace it."""
+    st, frames = stack
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, fusion="drizzle", refine=None)
+    out = sr.run(frames, st.shifts)
+    np.testing.assert_array_equal(out.uncertainty.array, sr.fused_.uncertainty.array)
+    assert out.meta["CANDIDAT"] == "fusion" and "PCHI2DIS" in out.meta

@@ -104,3 +104,16 @@ def test_aperture_errors_are_the_jackknife_of_the_sums():
     per_fold = [np.asarray(ap.do_photometry(f)[0]) for f in folds]
     np.testing.assert_allclose(errors, np.sqrt(jackknife_variance(per_fold)))
     np.testing.assert_allclose(sums, per_fold[0])
+
+
+def test_a_held_out_fold_is_as_if_its_frames_were_never_given(noisy):
+    """Drizzle of the stack less frames 1 and 5 = drizzle of the other frames alone."""
+    from astrosr import fuse
+
+    st, stack = noisy
+    keep = [i for i in range(len(stack)) if i not in (1, 5)]
+    less = fuse(held_out(stack, [1, 5]), st.shifts, scale=4, method="drizzle", reject=False)
+    alone = fuse([st.frames[i] for i in keep], st.shifts[keep], scale=4, method="drizzle",
+                 reject=False)
+    np.testing.assert_allclose(less.data, alone.data, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(less.uncertainty.array, alone.uncertainty.array, rtol=1e-12)
