@@ -18,7 +18,16 @@
    first iterate reproducing every frame, at its own shift, through the PSF
    and the input pixels, within its noise (the discrepancy principle). So the
    network may sharpen, but cannot add or remove light the frames do not
-   allow; the reduced chi-square against the stack is written to ``CHI2RED``.
+   allow; the reduced chi-square against the stack is written to ``CHI2RED``;
+6. **validate** without a truth (``folds``, `astrosr.validation`): every
+   candidate (the fusion, the refined image, the fit stopped by the
+   discrepancy principle or at convergence) is made again without each
+   fold of frames and scored on how well it predicts them; by default
+   (``consistency="heldout"``) the sharpest candidate that predicts them as
+   well as the best is returned, and the fold images give its uncertainty
+   (jackknife plus the spread of the candidates held to the frames) and
+   that of aperture sums (`MultiFrameSR.photometry`). See the
+   :doc:`/validation` page.
 
 The fusion and the final image are checked against the frames
 (`astrosr.misfit`): a reduced chi-square above `astrosr.misfit.CHI2_BOUND`
@@ -153,6 +162,14 @@ class MultiFrameSR:
         The fused image of the last `run` (before refinement).
     timings_ : dict
         Seconds spent in each step of the last `run`.
+    scores_ : `~astrosr.validation.HeldOutScores` or None
+        The held-out scores of the last `run` (None with ``folds=0`` or one frame).
+    fold_images_ : dict
+        Each candidate's images made without each fold of frames.
+    candidate_ : str
+        The candidate the last `run` returned (one of `CANDIDATES`).
+    result_ : `~astropy.nddata.CCDData`
+        What the last `run` returned.
 
     Examples
     --------
