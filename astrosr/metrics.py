@@ -16,7 +16,7 @@ the network, the seams of its tiles).
 import numpy as np
 
 __all__ = ["interior", "psnr", "flux_ratio", "ssim", "isolated_stars", "photometric_error", "fwhm",
-           "ellipticity", "dark_ring_depth", "periodic_peak"]
+           "detected_stars", "ellipticity", "dark_ring_depth", "periodic_peak"]
 
 
 def interior(image, margin):
@@ -87,6 +87,51 @@ def isolated_stars(truth, *, radius, threshold=None, isolation=None):
         if inside and not crowded:
             keep.append((x, y))
     return np.array(keep, dtype=float).reshape(-1, 2)
+
+
+def detected_stars(image, *, fwhm, noise, snr=20.0, isolation=10.0, edge=12,
+                   saturation=np.inf):
+    """``(x, y)`` of bright, unsaturated, isolated stars found on an observed image.
+
+    `isolated_stars` reads a truth; this finds stars on data, with
+    photutils' `~photutils.detection.DAOStarFinder` (``snr`` times
+    ``noise`` above the median), and keeps those with no other detection
+    within ``isolation`` pixels, at least ``edge`` pixels from the borders,
+    and whose 3x3 peak stays below ``saturation``. NaN pixels are read as
+    the median.
+
+    Parameters
+    ----------
+    image : array_like
+    fwhm : float
+        The stars' FWHM guess (pixels), for the finder's kernel.
+    noise : float
+        The image's noise per pixel.
+    snr, isolation, edge, saturation
+        As above.
+    """
+    from photutils.detection import DAOStarFinder
+    from scipy import ndimage
+
+    data = np.asarray(getattr(image, "data", image), dtype=float)
+    med = np.nanmedian(data)
+    filled = np.nan_to_num(data, nan=med)
+    found = DAOStarFinder(fwhm=fwhm, threshold=snr * noise)(filled - med)
+    if found is None:
+        return np.zeros((0, 2))
+    names = [("x_centroid", "y_centroid") if "x_centroid" in found.colnames
+             else ("xcentroid", "ycentroid")][0]
+    xy = np.column_stack([np.asarray(found[names[0]]), np.asarray(found[names[1]])])
+    dist = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(dist, np.inf)
+    labels = np.zeros(data.shape, dtype=int)
+    for i, (x, y) in enumerate(np.round(xy).astype(int)):
+        labels[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = i + 1
+    peak = np.asarray(ndimage.maximum(filled, labels, np.arange(1, len(xy) + 1)))
+    ny, nx = data.shape
+    keep = ((dist.min(axis=1) > isolation) & (xy[:, 0] >= edge) & (xy[:, 1] >= edge)
+            & (xy[:, 0] < nx - edge) & (xy[:, 1] < ny - edge) & (peak < saturation))
+    return xy[keep]
 
 
 def photometric_error(estimate, truth, positions, *, radius):

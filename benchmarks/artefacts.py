@@ -56,7 +56,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.nddata import CCDData
-from photutils.detection import DAOStarFinder
 from scipy import ndimage
 
 import astrosr
@@ -85,31 +84,9 @@ def load(name):
     return data, unit, saturation
 
 
-def isolated(data, fwhm, noise, saturation, isolation=10.0, edge=12):
-    """``(x, y)`` of the bright, unsaturated stars without a neighbour within ``isolation``."""
-    med = np.nanmedian(data)
-    found = DAOStarFinder(fwhm=fwhm, threshold=20.0 * noise)(np.nan_to_num(data, nan=med) - med)
-    if found is None:
-        return np.zeros((0, 2))
-    xy = np.column_stack([found["x_centroid" if "x_centroid" in found.colnames
-                                else "xcentroid"],
-                          found["y_centroid" if "y_centroid" in found.colnames
-                                else "ycentroid"]])
-    dist = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
-    np.fill_diagonal(dist, np.inf)
-    ny, nx = data.shape
-    peak = ndimage.maximum(np.nan_to_num(data), *_labels(xy, data.shape))
-    keep = ((dist.min(axis=1) > isolation) & (xy[:, 0] >= edge) & (xy[:, 1] >= edge)
-            & (xy[:, 0] < nx - edge) & (xy[:, 1] < ny - edge) & (np.asarray(peak) < saturation))
-    return xy[keep]
-
-
-def _labels(xy, shape):
-    """Labels of the 3x3 pixels round each position (for their maximum), and the index."""
-    labels = np.zeros(shape, dtype=int)
-    for i, (x, y) in enumerate(np.round(xy).astype(int)):
-        labels[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = i + 1
-    return labels, np.arange(1, len(xy) + 1)
+def isolated(data, fwhm, noise, saturation):
+    """``(x, y)`` of the bright, unsaturated stars without a neighbour within 10 pixels."""
+    return metrics.detected_stars(data, fwhm=fwhm, noise=noise, saturation=saturation)
 
 
 def best_crop(data, fwhm, noise, saturation):

@@ -123,3 +123,18 @@ def test_periodic_peak_finds_a_faint_checkerboard():
     assert metrics.periodic_peak(sky + stripes, 64, exclude=4) < 15
     with pytest.raises(ValueError, match="period"):
         metrics.periodic_peak(sky, 200)
+
+
+def test_detected_stars_are_bright_isolated_and_unsaturated():
+    from astropy.modeling.models import Gaussian2D
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:96, :96]
+    image = rng.normal(0.0, 1.0, (96, 96))
+    for x, y, amp in ((30.3, 40.6, 200.0), (60.0, 25.0, 300.0), (67.0, 29.0, 200.0),
+                      (70.2, 70.1, 5000.0), (50.0, 80.0, 10.0)):
+        image += Gaussian2D(amp, x, y, 1.0, 1.0)(xx, yy)
+    image = np.minimum(image, 1000.0)  # the 5000 star is clipped: saturated
+    found = metrics.detected_stars(image, fwhm=2.35, noise=1.0, saturation=1000.0)
+    # The lone bright star only: a pair within 10 px, a clipped star and a faint one are not.
+    np.testing.assert_allclose(found, [[30.3, 40.6]], atol=0.1)
