@@ -23,8 +23,8 @@
    candidate (the fusion, the refined image, the fit stopped by the
    discrepancy principle or at convergence) is made again without each
    fold of frames and scored on how well it predicts them; by default
-   (``consistency="heldout"``) the sharpest candidate that predicts them as
-   well as the best is returned, and the fold images give its uncertainty
+   (``consistency="heldout"``) the fusion is returned unless another
+   candidate predicts them significantly better, and the fold images give its uncertainty
    (jackknife plus the spread of the candidates held to the frames) and
    that of aperture sums (`MultiFrameSR.photometry`). See the
    :doc:`/validation` page.
@@ -75,8 +75,9 @@ _CONSISTENCY_CANDIDATE = {"observation": "discrepancy", "converged": "converged"
 #: reconstruction): their spread is error, where the frames cannot decide between them.
 HELD_TO_DATA = ("fusion", "discrepancy", "converged")
 #: ``consistency="heldout"`` returns the first of these that predicts the held-out frames
-#: as well as the best (within 2 standard errors): the sharpest image the data allow.
-PREFERENCE = ("discrepancy", "converged", "fusion", "refined")
+#: as well as the best (within 2 standard errors): the fusion, unless the frames say that a
+#: fit from the refined image predicts them better.
+PREFERENCE = ("fusion", "discrepancy", "converged", "refined")
 #: The header key of each candidate's held-out reduced chi-square.
 SCORE_KEYS = {"fusion": "PCHI2FUS", "refined": "PCHI2REF", "discrepancy": "PCHI2DIS",
               "converged": "PCHI2CON"}
@@ -111,9 +112,10 @@ class MultiFrameSR:
         Index of the reference frame: the output is on its grid.
     consistency : {"heldout", "observation", "converged", None}
         What is returned (the candidates of `CANDIDATES`): ``"heldout"``
-        (default) the candidate that best predicts frames it was not fitted
-        to (k-fold validation over the frames, ``folds``): the fusion, the
-        refined image, or the refined image held to the frames;
+        (default) the fusion, unless another candidate predicts frames it
+        was not fitted to (k-fold validation over the frames, ``folds``)
+        better by more than 2 standard errors; then the first of
+        `PREFERENCE` within 2 standard errors of the best predictor;
         ``"observation"`` the refined image held to the frames, stopped by
         the discrepancy principle (see the module notes); ``"converged"``
         that fit run to convergence; None the raw network output (for study
