@@ -134,6 +134,10 @@ def _process(frames, say):
     times["drizzle"] = time.perf_counter() - t0 + sr.timings_["register"]
     say(f"Pipeline done in {times['pipeline']:.1f} s ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in sr.timings_.items()) + ")")
+    if sr.scores_ is not None:
+        say(f"Held-out validation ({pipeline.meta['NFOLDS']} folds of frames): returned "
+            f"{sr.candidate_}; reduced chi-square of the held-out frames: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in sr.scores_.reduced().items()))
     return {"drizzle": drizzle, "reconstruct": sr.fused_, "pipeline": pipeline}, times, sr
 
 

@@ -114,6 +114,7 @@ def test_psf_fallback_is_announced(tmp_path, monkeypatch, capsys):
             self.shifts_ = register_stack(frames)
             self.fused_ = fuse(frames, self.shifts_, scale=_demo.SCALE, method="drizzle")
             self.timings_ = {"register": 0.1, "psf": 0.0, "fuse": 0.1}
+            self.scores_ = None  # as MultiFrameSR with folds=0
             return self.fused_
 
     monkeypatch.setattr(astrosr.pipeline, "MultiFrameSR", FakeMultiFrameSR)
