@@ -288,22 +288,27 @@ class MultiFrameSR:
         if folds:
             with self._step("validate"):
                 self.scores_, self.fold_images_ = chain.validate(folds)
-        name = self._choice()
-        out, spread = chain.result(name, self.fused_, notes)
-        self.candidate_, self.result_ = name, out
-        if folds and (name != "fusion" or self.fusion == "reconstruct"):
+        self.candidate_ = self._choice()
+        self.result_, spread = chain.result(self.candidate_, self.fused_, notes)
+        if folds:
+            self._record_validation(folds, notes)
+        return self._finish(self.result_, notes, spread)
+
+    def _record_validation(self, folds, notes):
+        """The folds' uncertainty (of a deconvolution) and the scores, into the result."""
+        out, name = self.result_, self.candidate_
+        if name != "fusion" or self.fusion == "reconstruct":
             # Drizzle's own variance is calibrated already; a deconvolution's is not.
             out.uncertainty = uncertainty_like(np.where(out.mask, 0.0, self._fold_variance()),
                                                out.uncertainty)
             notes.append(f"uncertainty: the jackknife over the {folds} folds plus the spread of "
                          f"the deconvolutions held to the frames, averaged over a Gaussian of "
                          f"sigma {self.scale / 2:g} output pixels")
-        if folds:
-            _record_scores(out.meta, self.scores_.reduced(), folds, name)
-            notes.append(f"held-out validation over {folds} folds of frames: reduced chi-square "
-                         + ", ".join(f"{k} {v:.5f}" for k, v in self.scores_.reduced().items())
-                         + f"; returned: {name}")
-        return self._finish(out, notes, spread)
+        scores = self.scores_.reduced()
+        _record_scores(out.meta, scores, folds, name)
+        notes.append(f"held-out validation over {folds} folds of frames: reduced chi-square "
+                     + ", ".join(f"{k} {v:.5f}" for k, v in scores.items())
+                     + f"; returned: {name}")
 
     def photometry(self, apertures):
         """Aperture sums of the last `run`'s result, with errors from its held-out folds.
