@@ -11,8 +11,9 @@ from astrosr.models import transform
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from astrosr.models import (SRGAN, SRModel, build_discriminator, build_generator,  # noqa: E402
-                            build_srcnn, build_vdsr, discriminator_features, fast_generator)
+from astrosr.models import (SRGAN, SRModel, build_discriminator, build_finegrid,  # noqa: E402
+                            build_generator, build_srcnn, build_vdsr, discriminator_features,
+                            fast_generator)
 from astrosr.models import model as model_module  # noqa: E402
 from astrosr.models._layers import PixelShuffle  # noqa: E402
 
@@ -213,3 +214,41 @@ def test_lazy_names_and_light_imports():
             "print([m for m in ('tensorflow', 'keras') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+FINE_TINY = {"coarse_blocks": 1, "coarse_filters": 8, "fine_blocks": 1, "fine_filters": 4}
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_finegrid_shapes_and_its_bicubic_residual(scale):
+    net = build_finegrid(scale, **FINE_TINY)
+    x = np.random.default_rng(0).normal(size=(2, 6, 7, 1)).astype(np.float32)
+    assert _run(net, x).shape == (2, 6 * scale, 7 * scale, 1)
+    assert _run(net, x[:1, :5, :4]).shape == (1, 5 * scale, 4 * scale, 1)
+    # Fine-grid blocks of fine_filters channels: three fine features and the bicubic image.
+    assert net.get_layer("fine0_conv1").kernel.shape == (3, 3, 4, 4)
+    assert net.get_layer("with_bicubic").output.shape[-1] == 4
+    assert not any("batch_norm" in lay.name for lay in net.layers)
+    tail = net.get_layer("tail_conv")
+    tail.set_weights([np.zeros_like(w) for w in tail.get_weights()])
+    smooth = x if scale == 1 else keras.layers.UpSampling2D(scale, interpolation="bicubic")(x)
+    np.testing.assert_allclose(_run(net, x), keras.ops.convert_to_numpy(smooth), atol=1e-6)
+    assert fast_generator(net) is net  # nothing to rewrite: the tail already is on the fine grid
+
+
+def test_finegrid_model_card_round_trip_and_inference(tmp_path):
+    model = SRModel("finegrid", scale=2, **FINE_TINY)
+    assert model.name == "finegrid-x2" and model.card["parameters"] == model.network.count_params()
+    assert model.config == {"architecture": "finegrid", "scale": 2, **FINE_TINY, "channels": 1}
+    image = np.random.default_rng(4).gamma(2.0, 10.0, (16, 16)).astype(np.float32)
+    out = model.predict_array(image)
+    assert out.shape == (32, 32) and out.dtype == np.float32
+    model.save(tmp_path / "fg")
+    loaded = SRModel.load(tmp_path / "fg")
+    np.testing.assert_array_equal(loaded.predict_array(image), out)
+    raw = loaded.enhance(image, consistency=None, ensemble=1, tile=8, overlap=4)  # 12x12 tiles
+    assert raw.shape == (32, 32) and np.isfinite(np.asarray(raw.data)).all()
+    with pytest.raises(ValueError, match="fine_filters must be an integer >= 2"):
+        build_finegrid(4, fine_filters=1)
+    with pytest.raises(TypeError, match="unknown option"):
+        SRModel("finegrid", n_blocks=3)

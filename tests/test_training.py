@@ -291,3 +291,88 @@ def test_cli_train_bad_input_exits_2_and_existing_output_3(tmp_path, capsys):
     assert "unknown loss_weights ['label_smoothing'] for stage 'pixel'" in capsys.readouterr().err
     assert cli.main(["train", "--model", "srgan", "--label-smoothing", "0.6", "--out", out]) == 2
     assert "label_smoothing must be in [0, 0.5), got 0.6" in capsys.readouterr().err
+
+
+def test_r1_penalty_is_the_mean_squared_gradient_of_the_logit():
+    # A linear discriminator: the gradient is its weight vector, the same for every patch.
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 4, 4, 1)), tf.float32)
+    linear = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                               keras.layers.Dense(1)])
+    w = keras.ops.convert_to_numpy(linear.layers[-1].kernel)
+    assert float(losses.r1_penalty(linear, x)) == pytest.approx(np.sum(w ** 2), rel=1e-5)
+
+    # A non-linear one (float64): central finite differences of each patch's logit.
+    a = tf.constant(np.linspace(-1.0, 2.0, 16).reshape(1, 4, 4, 1))
+
+    def disc(t, training=False):
+        return tf.reduce_sum(tf.tanh(a * t) * t, axis=[1, 2, 3])[:, None] ** 2
+
+    xd = tf.cast(x, tf.float64)
+    eps, norms = 1e-6, []
+    for i in range(3):
+        grad = np.zeros(16)
+        for j in range(16):
+            step = np.zeros((1, 16))
+            step[0, j] = eps
+            step = tf.constant(step.reshape(1, 4, 4, 1))
+            diff = disc(xd[i:i + 1] + step) - disc(xd[i:i + 1] - step)
+            grad[j] = float(tf.reduce_sum(diff)) / (2 * eps)
+        norms.append(np.sum(grad ** 2))
+    assert float(losses.r1_penalty(disc, xd)) == pytest.approx(np.mean(norms), rel=1e-6)
+
+
+def test_gan_stage_with_r1_and_a_slower_discriminator_records_and_resumes(tmp_path, sky):
+    opts = dict(stage="gan", scale=2, model_options={"coarse_blocks": 1, "coarse_filters": 8,
+                                                     "fine_blocks": 1, "fine_filters": 4},
+                batch_size=2, patch=8, images=[sky], n_val=1, progress=False, seed=5,
+                lr_schedule="constant", steps_per_epoch=1, loss_weights={"r1": 10.0},
+                d_lr_ratio=0.25, checkpoint_dir=tmp_path / "ck", checkpoint_every=1)
+    first = train("finegrid", steps=2, **opts)
+    # Resumed from its last checkpoint (step 2: nothing left to do, so no second trace).
+    resumed = train("finegrid", steps=2, **opts)
+    for wa, wb in zip(first.network.get_weights(), resumed.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    t = resumed.card["training"]
+    assert t["steps"] == 2 and t["loss_weights"]["r1"] == 10.0
+    assert t["optimizer"]["learning_rate"]["discriminator_ratio"] == 0.25
+    losses_ = first.card["training"]["final_losses"]
+    assert {"r1", "d_loss", "adversarial"} <= set(losses_) and losses_["r1"] > 0
+    assert all(np.isfinite(v) for v in losses_.values())
+    with np.load(tmp_path / "ck" / "ckpt-00000002.npz") as arrays:
+        assert {"discriminator/0", "d_optimizer/0"} <= set(arrays.files)
+    assert "d_lr_ratio=0.25" in t["command"] and "'r1': 10.0" in t["command"]
+    assert resumed.config["architecture"] == first.config["architecture"] == "finegrid"
+    with open(tmp_path / "ck" / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2]
+
+
+def test_discriminator_learning_rate_ratio_and_bad_gan_options(sky):
+    lr = {"initial": 1e-3, "schedule": "cosine", "final_fraction": 0.1, "decay_steps": 10,
+          "discriminator_ratio": 0.1}
+    weights = {**loop.LOSS_WEIGHTS["gan"], "r1": 1.0}
+    trainer = loop._Trainer(SRGAN(2, **TINY), "gan", weights, lr, None, 16)
+    for step in (0, 5):
+        for opt in (trainer.opt, trainer.d_opt):
+            opt.iterations.assign(step)
+        g, d = float(trainer.opt.learning_rate), float(trainer.d_opt.learning_rate)
+        assert d == pytest.approx(0.1 * g, rel=1e-6)
+    with pytest.raises(ValueError, match="d_lr_ratio applies to stage 'gan' only"):
+        train("srresnet", d_lr_ratio=0.5, images=[sky])
+    with pytest.raises(ValueError, match="d_lr_ratio must be in"):
+        train("srgan", d_lr_ratio=0.0, images=[sky])
+    with pytest.raises(ValueError, match="r1 .* must be >= 0"):
+        train("srgan", loss_weights={"r1": -1.0}, images=[sky])
+    with pytest.raises(ValueError, match="unknown loss_weights \\['r1'\\]"):
+        train("srresnet", loss_weights={"r1": 1.0}, images=[sky])
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_the_same_call_continues(tmp_path, sky):
+    common = dict(images=[sky], lr_schedule="constant", seed=7, steps=3,
+                  checkpoint_dir=tmp_path / "ck", checkpoint_every=10)
+    cut = _fit(common, max_minutes=1e-9)  # out of time after its first step
+    assert cut.card["training"]["steps"] == 1 and cut.card["training"]["planned_steps"] == 3
+    assert [p.name for p in (tmp_path / "ck").glob("ckpt-*.json")] == ["ckpt-00000001.json"]
+    done = _fit(common)
+    assert done.card["training"]["steps"] == 3
+    with pytest.raises(ValueError, match="max_minutes must be positive"):
+        _fit(common, max_minutes=0)

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from .baselines import build_srcnn, build_vdsr
-from .srgan import build_generator, fast_generator
+from .srgan import build_finegrid, build_generator, fast_generator
 from .transform import forward, inverse, noise_sigma
 
 __all__ = ["SRModel", "SRGAN", "available_models", "DEFAULT_MODEL", "ARCHITECTURES"]
 
 #: Builders of the networks, by the architecture name the model card records.
-ARCHITECTURES = {"srresnet": build_generator, "srcnn": build_srcnn, "vdsr": build_vdsr}
+ARCHITECTURES = {"srresnet": build_generator, "finegrid": build_finegrid, "srcnn": build_srcnn,
+                 "vdsr": build_vdsr}
 
 #: Name of the model `SRGAN.pretrained` loads by default.
 DEFAULT_MODEL = "srgan-x4"
@@ -55,15 +56,16 @@ class SRModel:
 
     Parameters
     ----------
-    architecture : {"srresnet", "srcnn", "vdsr"}
-        Network (see `ARCHITECTURES`).
+    architecture : {"srresnet", "finegrid", "srcnn", "vdsr"}
+        Network (see `ARCHITECTURES`): ``"finegrid"`` is the fine-grid
+        SRGAN generator (`~astrosr.models.build_finegrid`).
     scale : {1, 2, 4}
         Upsampling factor.
     name : str, optional
         Name of the model (file names, card); default ``<architecture>-x<scale>``.
     **options
         Keyword options of the architecture's builder (e.g. ``n_blocks``,
-        ``filters``).
+        ``filters``; ``coarse_blocks``, ``fine_filters``... for ``"finegrid"``).
 
     Attributes
     ----------

@@ -14,7 +14,8 @@ from keras import layers, ops
 
 from ._layers import PixelShuffle, bicubic, check_positive_int, check_scale, conv, prelu, small_init
 
-__all__ = ["build_generator", "build_discriminator", "discriminator_features", "fast_generator"]
+__all__ = ["build_generator", "build_finegrid", "build_discriminator", "discriminator_features",
+           "fast_generator"]
 
 
 def build_generator(scale=4, *, n_blocks=8, filters=32, batch_norm=False, channels=1, hr_convs=0):
@@ -64,9 +65,85 @@ def build_generator(scale=4, *, n_blocks=8, filters=32, batch_norm=False, channe
         ``(batch, scale*h, scale*w, channels)``, both on the asinh scale.
     """
     scale = check_scale(scale)
-    n_blocks = check_positive_int(n_blocks, "n_blocks", minimum=0)
-    filters = check_positive_int(filters, "filters")
     inp = keras.Input((None, None, check_positive_int(channels, "channels")), name="coarse")
+    x = _coarse_trunk(inp, n_blocks, filters, batch_norm)
+    filters = int(filters)
+    for i in range(scale.bit_length() - 1):
+        x = conv(4 * filters, 3, f"up{i}_conv")(x)
+        x = prelu(f"up{i}_prelu")(PixelShuffle(2, name=f"up{i}_shuffle")(x))
+    for i in range(check_positive_int(hr_convs, "hr_convs", minimum=0)):
+        x = prelu(f"hr{i}_prelu")(conv(filters, 3, f"hr{i}_conv")(x))
+    out = _bicubic_residual(x, inp, scale, channels, 9)
+    return keras.Model(inp, out, name=f"srresnet_x{scale}")
+
+
+def build_finegrid(scale=4, *, coarse_blocks=3, coarse_filters=32, fine_blocks=1, fine_filters=8,
+                   channels=1):
+    """A fine-grid SRGAN generator: a cheap coarse trunk, then residual blocks on the fine grid.
+
+    Layout: the coarse trunk of `build_generator` (conv 9x9 + PReLU,
+    ``coarse_blocks`` residual blocks, conv 3x3 plus the trunk's input);
+    one sub-pixel step straight to the fine grid (conv 3x3 to
+    ``(fine_filters - channels) * scale**2`` channels, `PixelShuffle` by
+    ``scale``, PReLU); the bicubic upsampling of the input concatenated to
+    these features, making ``fine_filters`` channels, so that the fine-grid
+    layers see the image itself; ``fine_blocks`` residual blocks of
+    ``fine_filters`` channels on the fine grid; a linear conv 3x3 whose
+    output is added to the bicubic upsampling (the network learns a
+    residual, as `build_generator` does). No batch normalisation (see
+    `build_generator`). The receptive radius is ``6 + 2 * coarse_blocks``
+    input pixels plus ``2 * fine_blocks + 1`` fine pixels.
+
+    Working on the fine grid, as VDSR does, lets the network place structure
+    at the fine pixels from the upsampled image itself; a pure fine-grid
+    network costs ``scale**2`` times as much per layer, so here the fine
+    grid has few blocks and few channels and the coarse trunk carries the
+    wide, cheap context.
+
+    Parameters
+    ----------
+    scale : {1, 2, 4}
+        Upsampling factor (1: a same-grid refinement network).
+    coarse_blocks : int
+        Residual blocks on the coarse grid (may be 0).
+    coarse_filters : int
+        Feature channels on the coarse grid.
+    fine_blocks : int
+        Residual blocks on the fine grid (may be 0).
+    fine_filters : int
+        Channels on the fine grid, the bicubic image's included (more than
+        ``channels``).
+    channels : int
+        Image channels.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(batch, h, w, channels)`` of any size, output
+        ``(batch, scale*h, scale*w, channels)``, both on the asinh scale.
+    """
+    scale = check_scale(scale)
+    fine_blocks = check_positive_int(fine_blocks, "fine_blocks", minimum=0)
+    channels = check_positive_int(channels, "channels")
+    fine_filters = check_positive_int(fine_filters, "fine_filters", minimum=channels + 1)
+    inp = keras.Input((None, None, channels), name="coarse")
+    x = _coarse_trunk(inp, coarse_blocks, coarse_filters, False, names=("coarse_blocks",
+                                                                        "coarse_filters"))
+    x = conv((fine_filters - channels) * scale ** 2, 3, "up_conv")(x)
+    if scale > 1:
+        x = PixelShuffle(scale, name="up_shuffle")(x)
+    smooth = bicubic(inp, scale)
+    x = layers.Concatenate(name="with_bicubic")([prelu("up_prelu")(x), smooth])
+    for i in range(fine_blocks):
+        x = _residual_block(x, fine_filters, False, f"fine{i}")
+    out = _bicubic_residual(x, inp, scale, channels, 3, smooth=smooth)
+    return keras.Model(inp, out, name=f"finegrid_x{scale}")
+
+
+def _coarse_trunk(inp, n_blocks, filters, batch_norm, *, names=("n_blocks", "filters")):
+    """The SRResNet trunk: conv 9x9 + PReLU, residual blocks, conv 3x3 [+ BN], global skip."""
+    n_blocks = check_positive_int(n_blocks, names[0], minimum=0)
+    filters = check_positive_int(filters, names[1])
     head = prelu("head_prelu")(conv(filters, 9, "head_conv")(inp))
     x = head
     for i in range(n_blocks):
@@ -74,15 +151,14 @@ def build_generator(scale=4, *, n_blocks=8, filters=32, batch_norm=False, channe
     x = conv(filters, 3, "trunk_conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(name="trunk_bn")(x)
-    x = layers.Add(name="global_skip")([x, head])
-    for i in range(scale.bit_length() - 1):
-        x = conv(4 * filters, 3, f"up{i}_conv")(x)
-        x = prelu(f"up{i}_prelu")(PixelShuffle(2, name=f"up{i}_shuffle")(x))
-    for i in range(check_positive_int(hr_convs, "hr_convs", minimum=0)):
-        x = prelu(f"hr{i}_prelu")(conv(filters, 3, f"hr{i}_conv")(x))
-    residual = conv(channels, 9, "tail_conv", kernel_initializer=small_init())(x)
-    out = layers.Add(name="fine")([residual, bicubic(inp, scale)])
-    return keras.Model(inp, out, name=f"srresnet_x{scale}")
+    return layers.Add(name="global_skip")([x, head])
+
+
+def _bicubic_residual(x, inp, scale, channels, size, *, smooth=None):
+    """The last layer (``tail_conv``, small initial weights) added to the bicubic upsampling."""
+    residual = conv(channels, size, "tail_conv", kernel_initializer=small_init())(x)
+    smooth = bicubic(inp, scale) if smooth is None else smooth
+    return layers.Add(name="fine")([residual, smooth])
 
 
 def fast_generator(network):
@@ -98,7 +174,8 @@ def fast_generator(network):
     followed by the shuffle. The rewritten kernel is built from the layers'
     variables at every call, so the function follows training and its
     gradients reach them. Networks without that layout (scale 1,
-    ``hr_convs > 0``, the baselines) are returned as they are.
+    ``hr_convs > 0``, `build_finegrid`, whose tail already reads fine-grid
+    features, the baselines) are returned as they are.
 
     Parameters
     ----------

@@ -4,9 +4,11 @@ Stage ``"pixel"`` trains the SRGAN generator as SRResNet (or SRCNN / VDSR)
 with L1 on the asinh scale + L1 on the linear scale; stage ``"gan"`` adds a
 discriminator and trains on content loss + 1e-3 x non-saturating adversarial
 loss, the content being VGG19 features (from a local weights file) or the
-discriminator's own features (feature matching). Either stage can add a
-consistency term: the output observed again through the degradation against
-the noisy input, in units of its noise.
+discriminator's own features (feature matching); the discriminator can be
+held back by one-sided label smoothing, the R1 gradient penalty and a lower
+learning rate than the generator's. Either stage can add a consistency term:
+the output observed again through the degradation against the noisy input,
+in units of its noise.
 """
 
 import csv as _csv
@@ -27,13 +29,14 @@ __all__ = ["train", "STAGES", "MODELS", "LOSS_WEIGHTS"]
 
 #: Training stages.
 STAGES = ("pixel", "gan")
-#: Model names `train` builds: the SRGAN generator (as SRResNet or SRGAN) and the baselines.
-MODELS = ("srresnet", "srgan", "srcnn", "vdsr")
+#: Model names `train` builds: the SRGAN generator (as SRResNet or SRGAN), its fine-grid form
+#: (`~astrosr.models.build_finegrid`) and the baselines.
+MODELS = ("srresnet", "srgan", "finegrid", "srcnn", "vdsr")
 #: Default loss weights of each stage (``linear`` weighs the linear L1 inside the pixel loss).
 LOSS_WEIGHTS = {
     "pixel": {"linear": 1.0, "consistency": 0.0},
     "gan": {"content": 1.0, "adversarial": 1e-3, "pixel": 0.0, "linear": 1.0, "consistency": 0.0,
-            "label_smoothing": 0.0},
+            "label_smoothing": 0.0, "r1": 0.0},
 }
 #: Learning-rate schedules.
 SCHEDULES = ("cosine", "step", "constant")
@@ -42,9 +45,9 @@ SCHEDULES = ("cosine", "step", "constant")
 def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, scale=4,
           model_options=None, learning_rate=1e-4, lr_schedule="cosine", final_lr_fraction=0.01,
           images=None, paths=None, include_hdf=True, n_synthetic=8, degradation=None,
-          loss_weights=None, vgg19_weights=None, seed=0, checkpoint_dir=None,
+          loss_weights=None, d_lr_ratio=None, vgg19_weights=None, seed=0, checkpoint_dir=None,
           checkpoint_every=500, resume=True, csv=None, steps_per_epoch=100, n_val=32,
-          threads=None, progress=True, command=None, pairs=None):
+          threads=None, progress=True, command=None, pairs=None, max_minutes=None):
     """Train a super-resolution network; return it with its model card filled in.
 
     Parameters
@@ -52,8 +55,9 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     model : str or `~astrosr.models.SRModel`
         A model to train further (e.g. a stage-1 SRResNet for stage 2), or a
         name in `MODELS`: ``"srresnet"`` and ``"srgan"`` build the SRGAN
-        generator (`~astrosr.models.SRGAN`), ``"srcnn"`` and ``"vdsr"`` the
-        baselines, with ``scale`` and ``model_options``.
+        generator (`~astrosr.models.SRGAN`), ``"finegrid"`` its fine-grid
+        form (`~astrosr.models.build_finegrid`), ``"srcnn"`` and ``"vdsr"``
+        the baselines, with ``scale`` and ``model_options``.
     stage : {"pixel", "gan"}, optional
         Losses (see the module notes); default ``"gan"`` for ``"srgan"``,
         else ``"pixel"``.
@@ -86,7 +90,17 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         0 = off), and for stage ``"gan"`` ``content``, ``adversarial``,
         ``pixel`` and ``label_smoothing`` (the discriminator's target for real
         patches is ``1 - label_smoothing``: one-sided smoothing, Salimans et
-        al. 2016, which keeps the discriminator from winning outright).
+        al. 2016, which keeps the discriminator from winning outright) and
+        ``r1``, the R1 gradient penalty's ``gamma`` (Mescheder et al. 2018:
+        the discriminator's loss gains ``gamma / 2 * E_real ||grad_x D(x)||**2``,
+        `~astrosr.models.losses.r1_penalty`; 0 = off), all recorded in the
+        model card's ``loss_weights``.
+    d_lr_ratio : float, optional
+        Stage ``"gan"`` only: the discriminator's learning rate as a fraction
+        of the generator's, at every step of the same schedule (default 1).
+        Below 1 the discriminator learns more slowly, so it does not win the
+        first steps while the generator still makes bicubic-like patches.
+        Recorded in the card as ``optimizer.learning_rate.discriminator_ratio``.
     vgg19_weights : str or Path, optional
         Local Keras VGG19 weights file (no top) for the content loss of stage
         ``"gan"``; without it the content loss is discriminator feature
@@ -125,6 +139,13 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         (``n_val // 4``, at most a fifth) are held out, and ``n_val`` crops
         of them validate; ``images``, ``paths`` and ``degradation`` do not
         apply.
+    max_minutes : float, optional
+        Stop after the first step that ends this many minutes (wall clock)
+        after this call's training loop began, with a checkpoint when there is a
+        ``checkpoint_dir``: the same call again continues from it, so a run
+        longer than one sitting (or one fixed-length GPU slot) is done in
+        pieces. The card's ``steps`` is the steps done, ``planned_steps``
+        the target.
 
     Returns
     -------
@@ -136,6 +157,7 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
 
     stage = _check_stage(model, stage)
     weights = _loss_weights(stage, loss_weights)
+    d_lr_ratio = _check_d_lr_ratio(stage, d_lr_ratio)
     steps, batch_size, patch = (check_int(steps, "steps"), check_int(batch_size, "batch_size"),
                                 check_int(patch, "patch", minimum=4))
     if lr_schedule not in SCHEDULES:
@@ -148,7 +170,8 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
         data = _Data(images, paths, include_hdf, n_synthetic, seed, model.scale, patch,
                      degradation or Degradation(), check_int(n_val, "n_val"))
     lr = {"initial": float(learning_rate), "schedule": lr_schedule,
-          "final_fraction": float(final_lr_fraction), "decay_steps": steps}
+          "final_fraction": float(final_lr_fraction), "decay_steps": steps,
+          **({} if d_lr_ratio is None else {"discriminator_ratio": d_lr_ratio})}
     trainer = _Trainer(model, stage, weights, lr, vgg19_weights, patch)
     rng = np.random.default_rng(seed)
     ckpt = _Checkpoints(checkpoint_dir, model.config, stage) if checkpoint_dir else None
@@ -157,7 +180,8 @@ def train(model="srresnet", *, stage=None, steps=1000, batch_size=16, patch=24, 
     _prepare_csv(csv_path, state["step"])
     loop = {"steps": steps, "batch_size": batch_size,
             "steps_per_epoch": check_int(steps_per_epoch, "steps_per_epoch"),
-            "checkpoint_every": check_int(checkpoint_every, "checkpoint_every")}
+            "checkpoint_every": check_int(checkpoint_every, "checkpoint_every"),
+            "max_seconds": None if max_minutes is None else _check_minutes(max_minutes) * 60.0}
     metrics, last = _run(trainer, data, rng, state, loop, ckpt, csv_path, progress)
     model.card["training"] = _training_card(
         model, stage, weights, data, state, loop, patch, lr, vgg19_weights, seed, last,
@@ -226,7 +250,27 @@ def _loss_weights(stage, overrides):
     weights.update({k: float(v) for k, v in (overrides or {}).items()})
     if not 0.0 <= weights.get("label_smoothing", 0.0) < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {weights['label_smoothing']}")
+    if not weights.get("r1", 0.0) >= 0.0:
+        raise ValueError(f"r1 (the R1 penalty's gamma) must be >= 0, got {weights['r1']}")
     return weights
+
+
+def _check_minutes(minutes):
+    if not float(minutes) > 0:
+        raise ValueError(f"max_minutes must be positive, got {minutes!r}")
+    return float(minutes)
+
+
+def _check_d_lr_ratio(stage, ratio):
+    """The discriminator's learning-rate ratio: 1 by default in stage "gan", none in "pixel"."""
+    if stage != "gan":
+        if ratio is not None:
+            raise ValueError(f"d_lr_ratio applies to stage 'gan' only, not {stage!r}")
+        return None
+    ratio = 1.0 if ratio is None else float(ratio)
+    if not 0.0 < ratio <= 100.0:
+        raise ValueError(f"d_lr_ratio must be in (0, 100], got {ratio}")
+    return ratio
 
 
 def _resolve_model(model, scale, options):
@@ -350,7 +394,9 @@ class _Trainer:
 
         self.disc = build_discriminator(fine_patch, filters=32)
         self.features = discriminator_features(self.disc)
-        self.d_opt = keras.optimizers.Adam(_schedule(lr), beta_1=0.9)
+        ratio = lr.get("discriminator_ratio", 1.0)
+        self.d_opt = keras.optimizers.Adam(_schedule({**lr, "initial": lr["initial"] * ratio}),
+                                           beta_1=0.9)
         self.d_opt.build(self.disc.trainable_variables)
         if vgg19_weights:
             if fine_patch < 32:
@@ -399,6 +445,8 @@ class _Trainer:
             real, fake = zip(*(tf.split(f, 2, axis=0) for f in both), strict=True)
             d_loss = losses.discriminator_loss(real[-1], fake[-1],
                                                real_label=1.0 - w["label_smoothing"])
+            r1 = {} if not w["r1"] else {"r1": losses.r1_penalty(self.disc, y)}
+            d_loss += 0.5 * w["r1"] * r1.get("r1", 0.0)
             content = (self.vgg(p, y) if self.vgg
                        else losses.feature_matching_loss(real[:-1], fake[:-1]))
             terms = {"content": content, "adversarial": losses.generator_adversarial_loss(fake[-1])}
@@ -411,7 +459,7 @@ class _Trainer:
         g_grads, d_grads = g_tape.gradient(loss, g_vars), d_tape.gradient(d_loss, d_vars)
         self.opt.apply_gradients(zip(g_grads, g_vars, strict=True))
         self.d_opt.apply_gradients(zip(d_grads, d_vars, strict=True))
-        return {"loss": loss, **terms, "d_loss": d_loss}
+        return {"loss": loss, **terms, "d_loss": d_loss, **r1}
 
     def learning_rate(self):
         """Learning rate of the generator now."""
@@ -477,8 +525,12 @@ def _run(trainer, data, rng, state, loop, ckpt, csv_path, progress):
                                       **trainer.evaluate(*data.val_xy),
                                       "wall_time_s": state["wall_time_s"]})
                 sums, count = {}, 0
-            if ckpt and (step % every == 0 or step == steps):
+            out_of_time = loop["max_seconds"] and time.perf_counter() - t0 > loop["max_seconds"]
+            if ckpt and (step % every == 0 or step == steps or out_of_time):
                 ckpt.save(trainer, rng, state)
+            if out_of_time:
+                last = {k: v / count for k, v in sums.items()} if count else last
+                break
     metrics = {**trainer.evaluate(*data.val_xy), **trainer.bicubic(*data.val_xy),
                "n_val": len(data.val), "scale_of_metrics": "asinh"}
     return metrics, last
@@ -562,6 +614,7 @@ def _training_card(model, stage, weights, data, state, loop, patch, lr, vgg19_we
     return {
         "stage": stage,
         "steps": state["step"],
+        "planned_steps": loop["steps"],
         "batch_size": loop["batch_size"],
         "patch": patch,
         "fine_patch": patch * model.scale,
