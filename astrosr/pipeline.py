@@ -183,9 +183,9 @@ class MultiFrameSR:
 
     def __init__(self, scale=4, *, fusion="reconstruct", refine=DEFAULT_REFINE_MODEL, psf=None,
                  reference=0, consistency="heldout", folds=4, pixfrac=None,
-                 reject="auto", ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None, progress=False,
-                 psf_options=None, output_wcs=None, shape_out=None, bias=None, dark=None,
-                 flat=None, calibrate="auto"):
+                 reject="auto", ensemble=False, tile=256, overlap=32, max_iter=300, hdu=None,
+                 progress=False, psf_options=None, output_wcs=None, shape_out=None, bias=None,
+                 dark=None, flat=None, calibrate="auto"):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if consistency not in CONSISTENCY_MODES:

@@ -78,7 +78,7 @@ class HeldOutScores:
         self._pairs = {pair: [0.0, 0.0] for pair in combinations(self.names, 2)}
 
     def add(self, maps, n_fitted=0):
-        """Add one fold: ``{name: per-pixel chi-square}`` on the same pixels; ``n_fitted`` constants."""
+        """Add a fold: ``{name: per-pixel chi-square}``, the same pixels; ``n_fitted`` constants."""
         for name in self.names:
             self.chi2[name] += float(np.sum(maps[name]))
         for (a, b), sums in self._pairs.items():
@@ -102,7 +102,7 @@ class HeldOutScores:
         return sign * total / spread if spread > 0 else 0.0
 
     def choose(self, preference, threshold=2.0):
-        """The first of ``preference`` that predicts within ``threshold`` standard errors of the best.
+        """The first of ``preference`` within ``threshold`` standard errors of the best predictor.
 
         The best predictor is the candidate of least held-out chi-square; a
         candidate not significantly worse than it is an equally good

@@ -92,3 +92,12 @@ def reference_wcs(filename):
         centre, where = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0]), "image centre"
     mid = np.array([(FRAME - 1) / 2.0, (FRAME - 1) / 2.0])
     return shift_wcs(w, *mid - centre), where
+
+
+def print_table(header, lines, note=None):
+    """A table: its header, a rule as wide, its lines, and a note under it."""
+    print(header)
+    print("-" * len(header))
+    print("\n".join(lines))
+    if note:
+        print(note)

@@ -57,7 +57,7 @@ from astrosr.pipeline import DEFAULT_REFINE_MODEL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (ALL_IMAGES, N_FRAMES, READ_NOISE, SCALE, SKY, available,  # noqa: E402
-                     make_truth)
+                     make_truth, print_table)
 from fusion import MARGIN, PIXFRAC, drizzle_package, observed  # noqa: E402
 from single_frame import RADIUS, score  # noqa: E402
 
@@ -239,6 +239,22 @@ def _jsonable(obj):
     return obj
 
 
+TABLE_NOTE = (
+    'pkg: the drizzle package; rec: astrosr.fuse reconstruct; SR: MultiFrameSR (SSIM, chi2, '
+    "flux and seconds are the pipeline's). vs: median over runs of the paired PSNR "
+    'difference. chi2: CHI2RED of the frames against the image; phot: median |aperture flux -'
+    " truth's| / truth's of isolated stars, radius 4 input px (n/a: none isolated); flux: "
+    "total over the scored region / the truth's; SR s: the pipeline end to end, registration "
+    'included.')
+
+
+RANKING_NOTE = (
+    'held-out chi2: reduced chi-square of the frames of each fold predicted by the candidate '
+    'made from the other folds (PCHI2* in the header); dB: PSNR of the mean of its fold '
+    'images against the truth; best PSNR: whether the returned one has the best fold PSNR, '
+    'and what the best gives more.')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs (seeds) per image, default 3")
@@ -266,7 +282,8 @@ def main(argv=None):
                      f"model with that stem; --refine none runs the pipeline without refinement)")
     refine_name = "none" if model is None else model.name
     print(f"astrosr pipeline benchmark: {N_FRAMES} frames of 128x128 -> 512x512, scale {SCALE}, "
-          f"Gaussian PSF sigma {'/'.join(f'{x:g}' for x in args.sigma)} input px, sky {SKY:g} e- (subtracted), read noise "
+          f"Gaussian PSF sigma {'/'.join(f'{x:g}' for x in args.sigma)} input px, "
+          f"sky {SKY:g} e- (subtracted), read noise "
           f"{READ_NOISE:g} e-; registered shifts; drizzle package pixfrac {PIXFRAC}")
     print(f"pipeline: MultiFrameSR(scale={SCALE}, psf={args.psf}, refine={refine_name}, "
           f"ensemble={args.ensemble})" + (f"; model loaded in {load_sec:.1f} s (not in the runs)"
@@ -290,24 +307,10 @@ def main(argv=None):
               f"{'vs rec':>6} {'vs pkg':>6} {'SSIM':>6} {'chi2':>6} {'phot rec':>7} {'phot SR':>7} "
               f"{'flux':>7} {'SR s':>7}")
     print()
-    print(header)
-    print("-" * len(header))
-    print("\n".join(lines))
-    print("pkg: the drizzle package; rec: astrosr.fuse reconstruct; SR: MultiFrameSR (SSIM, chi2, "
-          "flux and seconds are the pipeline's). vs: median over runs of the paired PSNR "
-          "difference. "
-          "chi2: CHI2RED of the frames against the image; phot: median |aperture flux - truth's| / "
-          "truth's of isolated stars, radius 4 input px (n/a: none isolated); flux: total over the "
-          "scored region / the truth's; SR s: the pipeline end to end, registration included.")
+    print_table(header, lines, TABLE_NOTE)
     print(f"held out: {HELD_OUT_NOTE}")
     print()
-    print(RANKING_HEADER)
-    print("-" * len(RANKING_HEADER))
-    print("\n".join(ranking))
-    print("held-out chi2: reduced chi-square of the frames of each fold predicted by the "
-          "candidate made from the other folds (PCHI2* in the header); dB: PSNR of the mean of "
-          "its fold images against the truth; best PSNR: "
-          "whether the returned one has the best fold PSNR, and what the best gives more.")
+    print_table(RANKING_HEADER, ranking, RANKING_NOTE)
     if args.json:
         setup = dict(n_frames=N_FRAMES, scale=SCALE, sky=SKY, read_noise=READ_NOISE,
                      margin=MARGIN, pixfrac_package=PIXFRAC, psf=args.psf, refine=refine_name,

@@ -1,4 +1,4 @@
-"""Benchmark: are the uncertainties of ``astrosr.MultiFrameSR`` and of the reconstruction calibrated?
+"""Benchmark: are the uncertainties of ``astrosr.MultiFrameSR`` and of its reconstruction right?
 
 The issue's protocol: ``--realisations`` (default 12) noise realisations of
 one stack of ``--frames`` (default 8) frames of 128x128 (scale 4, Gaussian
@@ -49,7 +49,8 @@ from astrosr import simulate
 from astrosr.metrics import isolated_stars
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PSF, READ_NOISE, SCALE, SKY, available, make_truth  # noqa: E402
+from _common import (PSF, READ_NOISE, SCALE, SKY, available, make_truth,  # noqa: E402
+                     print_table)
 
 MARGIN = 16
 RADIUS = 4 * SCALE
@@ -107,6 +108,15 @@ def summarise(truth, runs, stars):
     return rows
 
 
+TABLE_NOTE = (
+    "sigma: folds = MultiFrameSR's (jackknife + spread of the deconvolutions), fisher = the "
+    "fusion's inverse Fisher diagonal. scat/sig: scatter over realisations / stated sigma "
+    '(median over pixels; bright: the brightest 10 % of the truth). pull: rms of (output - '
+    'truth) / sigma, bias included; bulk99: all but the brightest 1 %. apert.: rms pull of '
+    "isolated stars' aperture sums (radius 4 input px; fisher: the per-pixel variances "
+    'summed). Calibrated: 0.7-1.5.')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", nargs="+", default=["hdf"])
@@ -138,15 +148,7 @@ def main(argv=None):
                          f"{row['scatter_bright']:7.3f} {row['pull_all']:7.2f} "
                          f"{row['pull_bright']:7.2f} {row['pull_bulk']:7.2f} "
                          f"{row['aperture']:7.2f}")
-    print(header)
-    print("-" * len(header))
-    print("\n".join(lines))
-    print("sigma: folds = MultiFrameSR's (jackknife + spread of the deconvolutions), fisher = "
-          "the fusion's inverse Fisher diagonal. scat/sig: scatter over realisations / stated "
-          "sigma (median over pixels; bright: the brightest 10 % of the truth). pull: rms of "
-          "(output - truth) / sigma, bias included; bulk99: all but the brightest 1 %. apert.: "
-          "rms pull of isolated stars' aperture sums (radius 4 input px; fisher: the per-pixel "
-          "variances summed). Calibrated: 0.7-1.5.")
+    print_table(header, lines, TABLE_NOTE)
     return 0
 
 

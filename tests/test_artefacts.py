@@ -1,6 +1,7 @@
 """No artefacts a user sees: round stars, no dark rings, no periodic pattern, on real images.
 
-The default model of `astrosr.enhance` (srresnet-x4) as it comes, on 128x128 crops of the real images of ``../shared/data`` that
+The default model of `astrosr.enhance` (srresnet-x4) as it comes, on
+128x128 crops of the real images of ``../shared/data`` that
 no shipped network was trained on (the crops of ``benchmarks/artefacts.py``:
 the most isolated bright stars), against bicubic. The bars are the open
 issue's: ellipticity of isolated stars within 0.02 of bicubic's, no star
