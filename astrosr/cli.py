@@ -574,6 +574,10 @@ def _train(args):
     return 0
 
 
+#: The builder option that ``--blocks`` sets, where it is not ``n_blocks``.
+_BLOCKS_OPTION = {"vdsr": "depth", "finegrid": "coarse_blocks"}
+
+
 def _train_model(args, SRModel):
     """The model to train (``--init``: a saved one) and the builder options for a new one."""
     given = {k: v for k, v in (("--blocks", args.blocks), ("--filters", args.filters),
@@ -590,7 +594,9 @@ def _train_model(args, SRModel):
     if args.blocks is not None:
         if args.model == "srcnn":
             raise ValueError("--blocks does not apply to srcnn (three layers)")
-        options["depth" if args.model == "vdsr" else "n_blocks"] = args.blocks
+        options[_BLOCKS_OPTION.get(args.model, "n_blocks")] = args.blocks
+    if args.model == "finegrid" and "filters" in options:
+        options["coarse_filters"] = options.pop("filters")
     return args.model, options
 
 
@@ -920,16 +926,20 @@ def _train_parser(sub):
         epilog="example: astrosr train --model srresnet --steps 100000 --checkpoint-dir ckpt "
                "--out srresnet-x4; then astrosr train --model srgan --init srresnet-x4 "
                "--steps 100000 --checkpoint-dir ckpt-gan --out srgan-x4")
-    tr.add_argument("--model", choices=["srresnet", "srgan", "srcnn", "vdsr"], default="srresnet",
+    tr.add_argument("--model", choices=["srresnet", "srgan", "finegrid", "srcnn", "vdsr"],
+                    default="srresnet",
                     help="srresnet: generator, pixel losses (stage 1); srgan: generator, "
-                         "adversarial losses (stage 2, start it with --init); srcnn, vdsr: "
-                         "baselines (default srresnet)")
+                         "adversarial losses (stage 2, start it with --init); finegrid: the "
+                         "fine-grid generator, pixel losses; srcnn, vdsr: baselines (default "
+                         "srresnet)")
     tr.add_argument("--init", metavar="MODEL",
                     help="start from a saved model (stem of MODEL.weights.h5 + MODEL.json)")
     tr.add_argument("--scale", type=int, choices=[1, 2, 4], help="upsampling factor (default 4)")
-    tr.add_argument("--blocks", type=int, help="residual blocks (srresnet/srgan; default 8) or "
+    tr.add_argument("--blocks", type=int, help="residual blocks (srresnet/srgan; default 8; "
+                                               "finegrid: of its coarse trunk, default 3) or "
                                                "layers (vdsr; default 10)")
-    tr.add_argument("--filters", type=int, help="feature channels (default 32)")
+    tr.add_argument("--filters", type=int, help="feature channels (default 32; finegrid: of "
+                                                "its coarse trunk)")
     tr.add_argument("--steps", type=int, default=1000, help="total training steps (default 1000)")
     tr.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
     tr.add_argument("--patch", type=int, default=24, help="coarse patch side (default 24)")

@@ -277,6 +277,19 @@ def test_cli_train_end_to_end(tmp_path):
     assert model.config["n_blocks"] == 1
 
 
+def test_cli_trains_the_finegrid_generator(tmp_path):
+    from astrosr import cli
+
+    out = tmp_path / "fg"
+    assert cli.main(["train", "--model", "finegrid", "--blocks", "1", "--filters", "8",
+                     "--steps", "2", "--batch", "2", "--patch", "16", "--no-hdf",
+                     "--synthetic", "2", "--val", "2", "--epoch-steps", "2", "--out", str(out),
+                     "--quiet"]) == 0
+    model = SRGAN.load(out)
+    assert model.config["architecture"] == "finegrid"
+    assert (model.config["coarse_blocks"], model.config["coarse_filters"]) == (1, 8)
+
+
 def test_cli_train_bad_input_exits_2_and_existing_output_3(tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path / "none.fits"), "--quiet"]) == 2
     err = capsys.readouterr().err
