@@ -17,7 +17,7 @@ distributed = pytest.importorskip("distributed")
 
 PSF = psf.GaussianPSF(1.0)
 #: Fast pipeline options: the PSF given, no network.
-OPTIONS = dict(scale=4, psf=PSF, refine=None)
+OPTIONS = dict(scale=4, psf=PSF, refine=None, folds=0)  # validation is tested elsewhere
 
 
 @pytest.fixture(scope="module")
