@@ -370,7 +370,7 @@ class MultiFrameSR:
                     **drizzle, **self.grid)
 
     def _choice(self):
-        """The candidate to return: the best held-out predictor, or the one asked for."""
+        """The candidate to return: the held-out choice (`PREFERENCE`), or the one asked for."""
         if self.refine is None:
             return "fusion"
         if self.consistency == "heldout":
