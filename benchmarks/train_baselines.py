@@ -35,8 +35,8 @@ def main(argv=None):
     for name, options in BASELINES.items():
         model = train(name, steps=args.steps, batch_size=16, patch=24, scale=4,
                       model_options=options, learning_rate=5e-4, lr_schedule="cosine",
-                      n_synthetic=16, degradation=Degradation(psf_sigma=(0.9, 1.6),
-                                                              moffat_fraction=0.0),
+                      n_synthetic=16, degradation=Degradation.legacy(psf_sigma=(0.9, 1.6),
+                                                                     moffat_fraction=0.0),
                       loss_weights={"linear": 1.0}, seed=7,
                       checkpoint_dir=out / f"{name}-x4.ckpt", checkpoint_every=500,
                       steps_per_epoch=250, threads=args.threads,

@@ -38,8 +38,9 @@ def main(argv=None):
     if cache.exists():
         pairs = FusedPairs.load(cache)
     else:
-        degradation = Degradation(psf_sigma=(0.8, 1.6), moffat_fraction=0.2)
-        images = training_images(include_hdf=True, n_synthetic=16, seed=3)
+        degradation = Degradation.legacy(psf_sigma=(0.8, 1.6), moffat_fraction=0.2)
+        # The skies and ranges refine-x1 was trained on (before the sky classes).
+        images = training_images(include_hdf=True, n_synthetic=16, seed=3, classes=("survey",))
         pairs = FusedPairs.simulate(images, args.pairs, scale=4, n_frames=16, size=32,
                                     degradation=degradation, seed=4, progress=True)
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def main(argv=None):
     assert isinstance(start, SRModel)
     model = train(start, stage="gan", steps=args.steps, batch_size=16, patch=24,
                   learning_rate=1e-4, lr_schedule="cosine", n_synthetic=16,
-                  degradation=Degradation(psf_sigma=(0.9, 1.6), moffat_fraction=0.0),
+                  degradation=Degradation.legacy(psf_sigma=(0.9, 1.6), moffat_fraction=0.0),
                   loss_weights={"pixel": 0.1, "linear": 1.0, "label_smoothing": args.smoothing},
                   seed=3,
                   checkpoint_dir=args.out + ".ckpt", checkpoint_every=500, steps_per_epoch=250,

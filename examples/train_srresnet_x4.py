@@ -30,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--then", type=int, default=0,
                         help="further steps from the result at learning rate 2e-4 (seed 2)")
     args = parser.parse_args(argv)
-    degradation = Degradation(psf_sigma=(0.9, 1.6), moffat_fraction=0.0)
+    degradation = Degradation.legacy(psf_sigma=(0.9, 1.6), moffat_fraction=0.0)
     model = train("srresnet", steps=args.steps, batch_size=16, patch=24, scale=4,
                   model_options={"n_blocks": 8, "filters": 32}, learning_rate=5e-4,
                   lr_schedule="cosine", n_synthetic=16, degradation=degradation,
