@@ -254,3 +254,21 @@ def test_a_drizzled_result_keeps_its_own_variance(stack):
     out = sr.run(frames, st.shifts)
     np.testing.assert_array_equal(out.uncertainty.array, sr.fused_.uncertainty.array)
     assert out.meta["CANDIDAT"] == "fusion" and "PCHI2DIS" in out.meta
+
+
+def test_three_frames_are_left_out_one_by_one(stack):
+    """Fewer frames than folds: leave-one-out; every fold scores its own frame."""
+    st, frames = stack
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=None)
+    out = sr.run(frames[:3], st.shifts[:3])
+    assert out.meta["NFOLDS"] == 3 and len(sr.fold_images_["fusion"]) == 3
+    assert np.isfinite(out.meta["PCHI2FUS"]) and np.isfinite(out.meta["PCHI2DIS"])
+
+
+def test_consistency_converged_returns_the_fit_run_to_convergence(stack, tiny_model):
+    st, frames = stack
+    sr = astrosr.MultiFrameSR(scale=4, psf=PSF, refine=tiny_model, consistency="converged")
+    out = sr.run(frames, st.shifts)
+    assert out.meta["CANDIDAT"] == "converged" == sr.candidate_
+    assert out.meta["RLSTOP"] in ("converged", "max_iter")
+    assert "stop=converged" in "".join(out.meta["HISTORY"])
