@@ -457,11 +457,11 @@ class _Chain:
             found = self._fold(held_out(self.frames, held), len(self.frames) - len(held))
             maps = {}
             for name, image in found.items():
-                maps[name], n_frames = heldout_chi2(image, self.frames, self.geometry, held,
-                                                    psf=self.sr.psf_, scale=self.sr.scale,
-                                                    **self.grid)
+                maps[name], blocks, n_frames = heldout_chi2(
+                    image, self.frames, self.geometry, held, psf=self.sr.psf_,
+                    scale=self.sr.scale, **self.grid)
                 images[name].append(image)
-            scores.add(maps, n_frames)
+            scores.add(maps, blocks, n_frames)
         return scores, images
 
     def _fold(self, stack, n_used):

@@ -28,7 +28,12 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["frame_folds", "held_out", "HeldOutScores", "heldout_chi2", "jackknife_variance",
-           "fold_variance", "aperture_errors"]
+           "fold_variance", "aperture_errors", "BLOCK"]
+
+#: Side (frame pixels) of the blocks that are the independent units of the paired test:
+#: larger than the PSF and than most sources' errors, small enough to give a frame of
+#: 128 x 128 pixels 64 of them.
+BLOCK = 16
 
 
 def frame_folds(n, k):
@@ -59,11 +64,14 @@ def held_out(stack, held):
 class HeldOutScores:
     """Held-out chi-square of candidate images, scored on the same pixels, summed over folds.
 
-    Besides each candidate's reduced chi-square, it keeps the sums of the
-    per-pixel differences between every two candidates, so that a
-    difference can be judged against its own noise (a paired test): two
-    images that differ only where the frames cannot see (finer than the
-    PSF and the pixels allow) predict them equally well.
+    Besides each candidate's reduced chi-square, it keeps the differences
+    between every two candidates summed over blocks of `BLOCK` x `BLOCK`
+    frame pixels, so that a difference is judged against its own noise (a
+    paired test): two images that differ only where the frames cannot see
+    (finer than the PSF and the pixels allow) predict them equally well.
+    Blocks, not pixels, are the independent units: two images' errors are
+    correlated over the PSF and over the sources they share, and per-pixel
+    differences would make every small difference look significant.
 
     Parameters
     ----------
@@ -74,18 +82,24 @@ class HeldOutScores:
     def __init__(self, names):
         self.names = tuple(names)
         self.chi2 = dict.fromkeys(self.names, 0.0)
-        self.n = 0
+        self.n = self.n_blocks = 0
         self._pairs = {pair: [0.0, 0.0] for pair in combinations(self.names, 2)}
 
-    def add(self, maps, n_fitted=0):
-        """Add a fold: ``{name: per-pixel chi-square}``, the same pixels; ``n_fitted`` constants."""
+    def add(self, maps, blocks, n_fitted=0):
+        """Add a fold: ``{name: per-pixel chi-square}`` on the same pixels.
+
+        ``blocks`` labels each pixel's block (integers, as `heldout_chi2`
+        gives them); ``n_fitted`` constants were fitted to the pixels.
+        """
+        blocks = np.unique(np.asarray(blocks), return_inverse=True)[1]
         for name in self.names:
             self.chi2[name] += float(np.sum(maps[name]))
         for (a, b), sums in self._pairs.items():
-            d = maps[a] - maps[b]
-            sums[0] += float(np.sum(d))
-            sums[1] += float(np.sum(d * d))
+            per_block = np.bincount(blocks, weights=maps[a] - maps[b])
+            sums[0] += float(np.sum(per_block))
+            sums[1] += float(np.sum(per_block ** 2))
         self.n += len(maps[self.names[0]]) - int(n_fitted)
+        self.n_blocks += int(blocks.max()) + 1 if blocks.size else 0
 
     def reduced(self):
         """``{name: reduced chi-square}`` (NaN before any pixel was scored)."""
@@ -97,8 +111,8 @@ class HeldOutScores:
             return 0.0
         (first, second), sign = ((a, b), 1.0) if (a, b) in self._pairs else ((b, a), -1.0)
         total, squares = self._pairs[(first, second)]
-        m = self.n + 0.0
-        spread = np.sqrt(max(squares - total * total / m, 0.0)) if m > 0 else 0.0
+        m = float(self.n_blocks)
+        spread = np.sqrt(max(squares - total * total / m, 0.0)) if m > 1 else 0.0
         return sign * total / spread if spread > 0 else 0.0
 
     def choose(self, preference, threshold=2.0):
@@ -141,13 +155,20 @@ def heldout_chi2(image, stack, geometry, held, *, psf, scale, **grid):
     chi2 : numpy.ndarray
         ``(data - prediction - constant)**2 / variance`` of the scored pixels,
         frame after frame (the same pixels for any image of this grid).
+    blocks : numpy.ndarray of int
+        The `BLOCK` x `BLOCK` block of its frame each scored pixel lies in,
+        a different label for every block of every frame.
     n_frames : int
         The frames scored (one constant fitted to each).
     """
     from .fusion import predict_frames
 
     predicted, modelled = predict_frames(image, stack, geometry, psf=psf, scale=scale, **grid)
-    maps = []
+    maps, labels = [], []
+    ny, nx = stack.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    per_frame = ((ny + BLOCK - 1) // BLOCK) * ((nx + BLOCK - 1) // BLOCK)
+    block = (yy // BLOCK) * ((nx + BLOCK - 1) // BLOCK) + xx // BLOCK
     for i in np.asarray(held, dtype=int):
         use = stack.good[i] & modelled[i]
         if use.sum() < 2:
@@ -156,7 +177,10 @@ def heldout_chi2(image, stack, geometry, held, *, psf, scale, **grid):
         resid = stack.data[i][use] - predicted[i][use]
         resid -= np.sum(w * resid) / np.sum(w)
         maps.append(w * resid ** 2)
-    return (np.concatenate(maps) if maps else np.zeros(0)), len(maps)
+        labels.append(block[use] + i * per_frame)
+    if not maps:
+        return np.zeros(0), np.zeros(0, dtype=int), 0
+    return np.concatenate(maps), np.concatenate(labels), len(maps)
 
 
 def jackknife_variance(folds):

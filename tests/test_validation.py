@@ -43,14 +43,16 @@ def test_prediction_is_the_simulators_noise_free_frames(sky):
 
 def test_the_truth_predicts_held_out_frames_within_their_noise(sky, noisy):
     st, stack = noisy
-    chi2, n_frames = heldout_chi2(sky, stack, st.shifts, [1, 5], psf=PSF, scale=4)
-    assert n_frames == 2
+    chi2, blocks, n_frames = heldout_chi2(sky, stack, st.shifts, [1, 5], psf=PSF, scale=4)
+    assert n_frames == 2 and blocks.shape == chi2.shape
+    # Frames of 24x24 pixels: 2x2 blocks of 16 each (the borders cut), none shared by frames.
+    assert len(np.unique(blocks)) == 8
     assert abs(chi2.mean() - 1.0) < 4.0 * np.sqrt(2.0 / chi2.size)
     # A sky 0.2 input pixels off, or blurred, predicts them far worse.
     from scipy import ndimage
 
     for wrong in (ndimage.shift(sky, (0.0, 0.8), order=3), ndimage.gaussian_filter(sky, 2.0)):
-        worse, _ = heldout_chi2(wrong, stack, st.shifts, [1, 5], psf=PSF, scale=4)
+        worse, _, _ = heldout_chi2(wrong, stack, st.shifts, [1, 5], psf=PSF, scale=4)
         assert worse.mean() > 1.2
 
 
@@ -64,15 +66,33 @@ def test_held_out_frames_have_no_good_pixel(noisy):
 def test_paired_significance_sees_what_the_sums_hide():
     rng = np.random.default_rng(1)
     base = rng.chisquare(1, 20000)
+    blocks = np.arange(base.size) // 16
     scores = HeldOutScores(["a", "b", "c"])
     # b is worse by 0.5 % of a chi-square everywhere: lost in the chi2's own noise (0.7 %),
     # but the same pixels scored for both show it.
-    scores.add({"a": base, "b": base * 1.005, "c": base + rng.normal(0, 1e-3, base.size)}, 4)
-    assert scores.n == base.size - 4
+    scores.add({"a": base, "b": base * 1.005, "c": base + rng.normal(0, 1e-3, base.size)},
+               blocks, 4)
+    assert scores.n == base.size - 4 and scores.n_blocks == 1250
     assert scores.significance("b", "a") > 10 and scores.significance("a", "b") < -10
     assert abs(scores.significance("c", "a")) < 4
     assert scores.choose(["b", "c", "a"]) in ("c", "a")
     assert scores.choose(["b"]) == min(scores.names, key=scores.reduced().get)
+
+
+def test_errors_correlated_within_blocks_are_not_taken_for_a_difference():
+    """A difference constant over each block, of random sign: no significance beyond noise.
+
+    Counted per pixel, the same difference would look 4 (= sqrt(16)) times as significant.
+    """
+    rng = np.random.default_rng(2)
+    blocks = np.arange(16 * 400) // 16
+    z = []
+    for _ in range(200):
+        base = rng.chisquare(1, blocks.size)
+        scores = HeldOutScores(["a", "b"])
+        scores.add({"a": base, "b": base + rng.normal(0, 0.1, 400)[blocks]}, blocks)
+        z.append(scores.significance("b", "a"))
+    assert 0.8 < np.std(z) < 1.25
 
 
 def test_jackknife_of_a_mean_is_the_between_groups_variance():
