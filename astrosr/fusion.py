@@ -263,7 +263,9 @@ def predict_frames(image, frames, geometry=None, *, psf, scale=None, output_wcs=
     predicted = np.array(op.crop_frames(op.forward(op.embed_image(fine))))
     inside = op.crop_frames(op.forward(op.embed_image(np.ones(placement.out_shape))))
     everywhere = op.crop_frames(op.forward(np.ones(op.fine_shape)))
-    return predicted, inside >= (1.0 - 1e-3) * everywhere
+    # A pixel the modelled grid barely reaches (or not at all) is not modelled either.
+    reached = everywhere >= 0.5 * everywhere.max(axis=(-2, -1), keepdims=True)
+    return predicted, reached & (inside >= (1.0 - 1e-3) * everywhere)
 
 
 # --------------------------------------------------------------------------- options

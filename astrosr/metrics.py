@@ -277,11 +277,15 @@ def ellipticity(image, positions, *, box=15):
 
 
 def _star_fwhm(img, x, y):
-    """FWHM [pixels] of a star from its moments, the cutout grown to six FWHM; NaN if none."""
+    """FWHM [pixels] of a star from its moments, the cutout grown to six FWHM; NaN if none.
+
+    Where a larger cutout would leave the image, the last one's FWHM stands.
+    """
+    fwhm = np.nan
     for box in (15, 31, 63, 127):
         found = _star_moments(img, x, y, box)
         if found is None:
-            return np.nan
+            return fwhm
         fwhm = 2.3548 * np.linalg.det(found[2]) ** 0.25
         if 6.0 * fwhm <= box:
             return fwhm

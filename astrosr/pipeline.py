@@ -347,7 +347,9 @@ class MultiFrameSR:
         return table
 
     def _alternatives(self):
-        """The fold images of the other deconvolutions held to the frames."""
+        """The fold images of the other deconvolutions held to the frames (none for drizzle)."""
+        if self.fusion != "reconstruct" and self.candidate_ == "fusion":
+            return []  # a drizzled image differs from a deconvolution by the PSF, not by error
         held = HELD_TO_DATA if self.fusion == "reconstruct" else HELD_TO_DATA[1:]
         return [self.fold_images_[c] for c in held
                 if c in self.fold_images_ and c != self.candidate_]
@@ -441,26 +443,35 @@ class _Chain:
             from .models.transform import stack_softening
 
             # The network saw the asinh of fused images on the scale of their frames' noise.
-            self.softening = stack_softening(list(frames.data), sr.scale)
+            # Bad and rejected pixels (zeros in the stack) are NaN: noise_sigma leaves them out.
+            self.softening = stack_softening(list(np.where(frames.good, frames.data, np.nan)),
+                                             sr.scale)
         self.grid = dict(sr.grid, reference=sr.reference)
 
     @property
     def names(self):
-        """The candidates: without a network, the fusion and the fit stopped by the discrepancy."""
-        return CANDIDATES if self.model is not None else ("fusion", "discrepancy")
+        """The candidates scored: without a network, the fusion and the discrepancy fit.
+
+        A drizzled or shift-and-added fusion holds the PSF and the pixels
+        already: observed again through them it would be blurred twice, so it
+        is not scored (nor chosen by the scores).
+        """
+        names = CANDIDATES if self.model is not None else ("fusion", "discrepancy")
+        return names if self.sr.fusion == "reconstruct" else names[1:]
 
     def validate(self, k):
-        """Held-out reduced chi-square of every candidate over ``k`` folds, and the fold images."""
+        """Held-out reduced chi-square of the candidates over ``k`` folds, and the fold images."""
         scores = HeldOutScores(self.names)
-        images = {name: [] for name in self.names}
+        images = {}
         for held in frame_folds(len(self.frames), k):
             found = self._fold(held_out(self.frames, held), len(self.frames) - len(held))
             maps = {}
             for name, image in found.items():
-                maps[name], blocks, n_frames = heldout_chi2(
-                    image, self.frames, self.geometry, held, psf=self.sr.psf_,
-                    scale=self.sr.scale, **self.grid)
-                images[name].append(image)
+                images.setdefault(name, []).append(image)
+                if name in self.names:
+                    maps[name], blocks, n_frames = heldout_chi2(
+                        image, self.frames, self.geometry, held, psf=self.sr.psf_,
+                        scale=self.sr.scale, **self.grid)
             scores.add(maps, blocks, n_frames)
         return scores, images
 

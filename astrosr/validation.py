@@ -188,7 +188,9 @@ def jackknife_variance(folds):
 
     ``(k - 1) / k * sum_j (x_j - mean)**2`` over the estimates ``x_j``, each
     made without fold ``j`` (Shao & Wu 1989): per pixel of images, or per
-    value of any array.
+    value of any array. The formula is that of folds of equal size; folds
+    that differ by one frame (``n`` not a multiple of ``k``) make it an
+    approximation.
     """
     folds = np.asarray(folds, dtype=float)
     k = len(folds)

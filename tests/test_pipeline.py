@@ -248,12 +248,25 @@ def test_photometry_needs_the_folds(stack):
 
 
 def test_a_drizzled_result_keeps_its_own_variance(stack):
-    """Drizzle's variance is calibrated already: the folds score it but do not replace it."""
+    """Drizzle's variance is calibrated already; the folds do not replace it.
+
+    A drizzled image holds the PSF already: it is not scored through it (it would be blurred
+    twice), and its aperture errors are the jackknife of its own folds alone.
+    """
+    from photutils.aperture import CircularAperture
+
+    from astrosr.validation import jackknife_variance
+
     st, frames = stack
     sr = astrosr.MultiFrameSR(scale=4, psf=PSF, fusion="drizzle", refine=None)
     out = sr.run(frames, st.shifts)
     np.testing.assert_array_equal(out.uncertainty.array, sr.fused_.uncertainty.array)
     assert out.meta["CANDIDAT"] == "fusion" and "PCHI2DIS" in out.meta
+    assert "PCHI2FUS" not in out.meta
+    ap = CircularAperture([(71, 61)], r=8)
+    sums = [np.asarray(ap.do_photometry(f)[0]) for f in sr.fold_images_["fusion"]]
+    np.testing.assert_allclose(sr.photometry(ap)["aperture_sum_err"].value,
+                               np.sqrt(jackknife_variance(sums)))
 
 
 def test_three_frames_are_left_out_one_by_one(stack):
