@@ -114,3 +114,14 @@ def test_split_by_image_needs_two_images(pairs, tmp_path):
     np.savez_compressed(tmp_path / "old.npz", fused=pairs.fused, truth=pairs.truth,
                         softening=pairs.softening, meta="{}")
     assert FusedPairs.load(tmp_path / "old.npz").n_images is None
+
+
+def test_pairs_of_one_dominant_image_fall_back_to_held_out_pairs():
+    """19 pairs of one image and 1 of another: whole images would leave nothing to train on."""
+    from astrosr.training.loop import _PairData
+
+    rng = np.random.default_rng(0)
+    pairs = FusedPairs(rng.random((20, 16, 16)), rng.random((20, 16, 16)), np.ones(20),
+                       meta={"scale": 4}, image_index=np.array([0] * 19 + [1]))
+    data = _PairData(pairs, 1, 8, 16)
+    assert len(data.pairs) == 16 and "their images may also give training pairs" in data.validation

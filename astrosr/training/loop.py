@@ -336,8 +336,13 @@ class _PairData:
         if scale != pairs.scale:
             raise ValueError(f"the pairs are for a scale-{pairs.scale} model, "
                              f"got a scale-{scale} one")
+        n_held = max(1, min(n_val // 4, len(pairs) // 5))
         by = "image" if (pairs.n_images or 0) >= 2 else "pair"
-        self.pairs, val_pairs = pairs.split(max(1, min(n_val // 4, len(pairs) // 5)), by=by)
+        try:
+            self.pairs, val_pairs = pairs.split(n_held, by=by)
+        except ValueError:  # whole images would leave nothing to train on (one big image)
+            by = "pair"
+            self.pairs, val_pairs = pairs.split(n_held, by=by)
         self.patch, self.scale = patch, scale
         self.val = val_pairs.batch(n_val, patch, VAL_SEED)
         self.val_xy = self.val.network_arrays()
