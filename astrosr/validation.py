@@ -7,12 +7,11 @@ reference and the operator stay those of the whole stack); and observe
 the result at the held-out frames' geometry through the same model
 (`astrosr.fusion.predict_frames`). The reduced chi-square of the
 held-out frames against that prediction (`heldout_chi2`, summed over the
-folds by `HeldOutScores`) is a score
-without a truth: noise cannot be predicted, so a result that fits the
-noise of its own frames (or invents structure) predicts other frames
-worse than one that holds only what the frames share. `astrosr.MultiFrameSR`
-uses it to choose between its candidates (the fusion, the refined image,
-the consistency fits).
+folds by `HeldOutScores`) is a score without a truth: noise cannot be
+predicted, so a result that fits the noise of its own frames (or invents
+structure) predicts other frames worse than one that holds only what the
+frames share. `astrosr.MultiFrameSR` uses it to choose between its
+candidates (the fusion, the refined image, the consistency fits).
 
 The fold results also give the result's errors (`fold_variance` per
 pixel, `aperture_errors` for aperture sums, which hold the correlations
