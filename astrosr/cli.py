@@ -46,7 +46,7 @@ import numpy as np
 from astropy.units import UnitsError
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .misfit import MisfitWarning, fit_passed
+from .misfit import MisfitWarning, fit_passed, recorded_number
 
 __all__ = ["main", "EXIT_MISFIT", "EXIT_STACK_FAILED"]
 
@@ -239,7 +239,7 @@ def _deliver(args, result, out, caught, summary, written=None):
 
 def _misfit_message(command, meta, caught):
     """One line: the figure, the bound, what it means and the library's hint."""
-    chi2, bound = _card_value(meta.get("CHI2RED")), _card_value(meta.get("CHI2MAX"))
+    chi2, bound = recorded_number(meta, "CHI2RED"), recorded_number(meta, "CHI2MAX")
     hint = _MISFIT_HINTS[command]
     if caught and "; " in caught[-1]:
         hint = caught[-1].split("; ", 1)[1]
@@ -248,14 +248,6 @@ def _misfit_message(command, meta, caught):
         figure += f" > bound {bound:g}"
     return (f"{figure}: the result does not reproduce the input within its noise; "
             f"{hint.rstrip('. ')}")
-
-
-def _card_value(value):
-    value = value[0] if isinstance(value, tuple) else value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 
@@ -314,7 +306,7 @@ REJECT = {"auto": "auto", "on": True, "off": False}
 
 
 def _chi2_text(meta):
-    value = _card_value(meta.get("CHI2RED"))
+    value = recorded_number(meta, "CHI2RED")
     return "" if value is None else f", chi2_red {value:.3f}"
 
 

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
-__all__ = ["CHI2_BOUND", "MisfitWarning", "record_fit", "fit_passed"]
+__all__ = ["CHI2_BOUND", "MisfitWarning", "record_fit", "fit_passed", "recorded_number"]
 
 #: A model that reproduces its inputs within their noise has a reduced
 #: chi-square of 1 +- sqrt(2/N); a wrong PSF, wrong shifts, an unmodelled
@@ -75,3 +75,17 @@ def fit_passed(meta):
     """False when ``meta`` records a failed fit (``CHI2OK`` False); True otherwise."""
     value = meta.get("CHI2OK", True)
     return bool(value[0] if isinstance(value, tuple) else value)
+
+
+def recorded_number(meta, key):
+    """The number recorded under ``key`` (a value or a ``(value, comment)`` card), or None.
+
+    None when the key is absent or its value is not a number, so a message
+    can be written about any header.
+    """
+    value = meta.get(key)
+    value = value[0] if isinstance(value, tuple) else value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

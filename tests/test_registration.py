@@ -9,17 +9,7 @@ from astropy.nddata import CCDData
 from astrosr import psf, register, register_stack, simulate
 from astrosr.registration import phase_correlation
 
-
-def _true(stack):
-    return np.column_stack([stack.shifts["dx"].value, stack.shifts["dy"].value])
-
-
-def _est(table):
-    return np.column_stack([table["dx"].value, table["dy"].value])
-
-
-def _err(table):
-    return np.column_stack([table["dx_err"].value, table["dy_err"].value])
+from .shift_columns import errors, estimated, true_shifts
 
 
 def test_phase_correlation_sign_and_precision(extended_sky):
@@ -45,7 +35,7 @@ def test_register_stack_recovers_injected_shifts(sky, request):
     table = register_stack(stack.frames)
     assert table.colnames[:5] == ["frame", "dx", "dy", "dx_err", "dy_err"]
     assert table["dx"].unit == u.pix
-    est, true, err = _est(table), _true(stack), _err(table)
+    est, true, err = estimated(table), true_shifts(stack), errors(table)
     assert np.all(err[1:] > 0) and np.all(err[0] == 0)
     assert np.all(est[0] == 0)
     np.testing.assert_allclose(est, true, atol=0.05)
@@ -58,15 +48,15 @@ def test_shifts_up_to_a_quarter_of_the_frame(extended_sky):
     stack = simulate.observe(extended_sky, shifts=shifts, psf=psf.GaussianPSF(1.0), seed=3,
                              edge="zero")
     table = register_stack(stack.frames)
-    np.testing.assert_allclose(_est(table), _true(stack), atol=0.05)
+    np.testing.assert_allclose(estimated(table), true_shifts(stack), atol=0.05)
 
 
 def test_reference_other_than_zero(star_field):
     stack = simulate.observe(star_field, n_frames=5, psf=psf.GaussianPSF(1.0), seed=8)
     table = register_stack(stack.frames, reference=2)
-    true = _true(stack) - _true(stack)[2]
-    assert np.all(_est(table)[2] == 0)
-    np.testing.assert_allclose(_est(table), true, atol=0.05)
+    true = true_shifts(stack) - true_shifts(stack)[2]
+    assert np.all(estimated(table)[2] == 0)
+    np.testing.assert_allclose(estimated(table), true, atol=0.05)
 
 
 def test_masks_nan_and_missing_uncertainty_are_handled(extended_sky):
@@ -78,12 +68,12 @@ def test_masks_nan_and_missing_uncertainty_are_handled(extended_sky):
         data[5:9, 20:40] = np.nan
         frames.append(CCDData(data, unit=f.unit, mask=f.mask))  # no uncertainty
     table = register_stack(frames)
-    np.testing.assert_allclose(_est(table), _true(stack), atol=0.05)
-    assert np.all(np.isfinite(_err(table)))
+    np.testing.assert_allclose(estimated(table), true_shifts(stack), atol=0.05)
+    assert np.all(np.isfinite(errors(table)))
     # A plain 3-D array works too, with NaN for its bad pixels (unmasked detector
     # defects sit at the same pixels of every frame and pull the shifts to zero).
     cube = np.array([np.where(f.mask, np.nan, f.data) for f in stack.frames])
-    np.testing.assert_allclose(_est(register_stack(cube)), _true(stack), atol=0.05)
+    np.testing.assert_allclose(estimated(register_stack(cube)), true_shifts(stack), atol=0.05)
 
 
 def test_two_frames_use_the_pairwise_fit(extended_sky):
@@ -104,7 +94,7 @@ def test_errors_are_calibrated_on_200_simulations():
         stack = simulate.observe(truth, n_frames=4, scale=4, psf=psf.GaussianPSF(1.0),
                                  seed=seed)
         table = register_stack(stack.frames)
-        pulls.append(((_est(table) - _true(stack)) / _err(table).clip(1e-12))[1:])
+        pulls.append(((estimated(table) - true_shifts(stack)) / errors(table).clip(1e-12))[1:])
     pulls = np.concatenate(pulls).ravel()
     assert 0.7 < np.std(pulls) < 1.5
     assert abs(np.mean(pulls)) < 0.2

@@ -12,19 +12,9 @@ from astrosr.registration.correlation import CoarseShift, coarse_shift
 from astrosr.registration.informative import MIN_PIXELS
 from astrosr.registration.templates import erode, tapered_pad, tapered_sum
 
+from .shift_columns import errors, estimated, true_shifts
+
 PSF = psf.GaussianPSF(1.2)
-
-
-def _true(stack):
-    return np.column_stack([stack.shifts["dx"].value, stack.shifts["dy"].value])
-
-
-def _est(table):
-    return np.column_stack([table["dx"].value, table["dy"].value])
-
-
-def _err(table):
-    return np.column_stack([table["dx_err"].value, table["dy_err"].value])
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +28,8 @@ def test_a_large_star_field_is_fitted_on_few_pixels_to_its_errors(wide_star_fiel
     table = register_stack(wide_star_field.frames)
     assert wide_star_field.frames[0].shape == (512, 512)
     assert table.meta["registration_pixels"] < 0.2
-    resid = (_est(table) - _true(wide_star_field))[1:]
-    err = _err(table)[1:]
+    resid = (estimated(table) - true_shifts(wide_star_field))[1:]
+    err = errors(table)[1:]
     assert np.sqrt(np.mean(resid ** 2)) <= 1.5 * np.median(err)
     # The RMS of the pulls, not their scatter about the mean: the reference's own error,
     # common to every frame's shift, is half of each error.
@@ -77,21 +67,21 @@ def test_informative_pixels_and_every_pixel_give_the_same_shifts(sky, monkeypatc
     # A star field on few pixels; a nebula, whose information is spread, on all of them.
     used = fast.meta["registration_pixels"]
     assert used < 0.2 if sky == "stars" else used > 0.9
-    bound = np.median(_err(full)[1:])
-    assert np.median(_err(fast)[1:]) == pytest.approx(bound, rel=0.15)
-    differ = (_est(fast) - _est(full))[1:]
+    bound = np.median(errors(full)[1:])
+    assert np.median(errors(fast)[1:]) == pytest.approx(bound, rel=0.15)
+    differ = (estimated(fast) - estimated(full))[1:]
     assert np.sqrt(np.mean(differ ** 2)) < 0.6 * bound
     assert np.abs(differ).max() < 1.5 * bound
     fast, full = results[0.1]
-    assert np.abs(_est(fast) - _est(full)).max() < 0.2 * bound
+    assert np.abs(estimated(fast) - estimated(full)).max() < 0.2 * bound
 
 
 def test_cosmic_rays_are_taken_out_of_frames_and_templates():
     truth = simulate.make_sky((1024, 1024), n_stars=170, n_galaxies=0, nebula=False, seed=3)
     stack = simulate.observe(truth, n_frames=8, scale=2, psf=PSF, seed=1, cosmic_ray_rate=1e-3)
     table = register_stack(stack.frames)
-    resid = (_est(table) - _true(stack))[1:]
-    assert np.sqrt(np.mean(resid ** 2)) <= 1.5 * np.median(_err(table)[1:])
+    resid = (estimated(table) - true_shifts(stack))[1:]
+    assert np.sqrt(np.mean(resid ** 2)) <= 1.5 * np.median(errors(table)[1:])
 
 
 def test_shifts_of_a_tenth_of_a_large_frame(wide_star_field):
@@ -99,8 +89,8 @@ def test_shifts_of_a_tenth_of_a_large_frame(wide_star_field):
     shifts = [[0, 0], [60.3, -45.2], [-70.1, 20.7], [30.5, 64.2], [1.2, -0.4]]
     stack = simulate.observe(truth, shifts=shifts, scale=2, psf=PSF, seed=2, edge="zero")
     table = register_stack(stack.frames)
-    resid = (_est(table) - _true(stack))[1:]
-    assert np.all(np.abs(resid) < 5 * _err(table)[1:])
+    resid = (estimated(table) - true_shifts(stack))[1:]
+    assert np.all(np.abs(resid) < 5 * errors(table)[1:])
 
 
 def test_coarse_shift_bins_then_crops_a_large_frame():

@@ -161,13 +161,7 @@ class BlockImage(ResultImage):
         """
         import dask
 
-        parts = self._arrays()
-        got = dict(zip(parts, dask.persist(*parts.values(), **kwargs)))
-        unc = self.uncertainty
-        return BlockImage(got["data"], unit=self.unit, wcs=self.wcs, meta=self.meta.copy(),
-                          uncertainty=None if unc is None else type(unc)(got["uncertainty"]),
-                          mask=got.get("mask"), weight=got.get("weight"),
-                          rejected=got.get("rejected"))
+        return self._evaluated(BlockImage, dask.persist, kwargs)
 
     def compute(self, **kwargs):
         """Compute every array at once: a `~astrosr.output.ResultImage` of numpy arrays.
@@ -185,13 +179,16 @@ class BlockImage(ResultImage):
         """
         import dask
 
+        return self._evaluated(ResultImage, dask.compute, kwargs)
+
+    def _evaluated(self, cls, evaluate, kwargs):
+        """A ``cls`` image of every array through ``evaluate`` (``dask.compute`` or ``persist``)."""
         parts = self._arrays()
-        got = dict(zip(parts, dask.compute(*parts.values(), **kwargs)))
+        got = dict(zip(parts, evaluate(*parts.values(), **kwargs)))
         unc = self.uncertainty
-        return ResultImage(got["data"], unit=self.unit, wcs=self.wcs, meta=self.meta.copy(),
-                           uncertainty=None if unc is None else type(unc)(got["uncertainty"]),
-                           mask=got.get("mask"), weight=got.get("weight"),
-                           rejected=got.get("rejected"))
+        return cls(got["data"], unit=self.unit, wcs=self.wcs, meta=self.meta.copy(),
+                   uncertainty=None if unc is None else type(unc)(got["uncertainty"]),
+                   mask=got.get("mask"), weight=got.get("weight"), rejected=got.get("rejected"))
 
 
 # --------------------------------------------------------------------------- inputs

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..misfit import MisfitWarning, fit_passed
+from ..misfit import MisfitWarning, fit_passed, recorded_number
 
 __all__ = ["process_stacks", "StackResult", "stack_names", "worker_environment",
            "DASK_INSTALL", "MIN_WORKER_MEMORY"]
@@ -480,7 +480,7 @@ def _run_stack(name, stack, options, output_dir, overwrite, allow_misfit):
             warnings.simplefilter("always")
             result = MultiFrameSR(**options).run(stack)
         notes = _warning_texts(caught)
-        chi2, fit_ok = _card(result.meta, "CHI2RED"), fit_passed(result.meta)
+        chi2, fit_ok = recorded_number(result.meta, "CHI2RED"), fit_passed(result.meta)
         if not fit_ok and not allow_misfit:
             return StackResult(name, ok=False, error=_misfit_text(result.meta, caught),
                                error_type="MisfitWarning",
@@ -518,20 +518,11 @@ def _misfit_text(meta, caught):
     if misfits:
         text = misfits[-1]
     else:
-        chi2, bound = _card(meta, "CHI2RED"), _card(meta, "CHI2MAX")
+        chi2, bound = recorded_number(meta, "CHI2RED"), recorded_number(meta, "CHI2MAX")
         figure = "reduced chi-square" + ("" if chi2 is None else f" {chi2:.3g}")
         figure += "" if bound is None else f" > bound {bound:g}"
         text = f"{figure}: the frames are not reproduced within their noise"
     return f"{text}; not written (allow_misfit=False; astrosr batch --allow-misfit writes it)"
-
-
-def _card(meta, key):
-    value = meta.get(key)
-    value = value[0] if isinstance(value, tuple) else value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _first_line(text):
